@@ -1,0 +1,56 @@
+"""`tonewatch` command line: serve, provision (and training/eval commands as they land)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _settings(**overrides):
+    from app.config import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = _settings(host=args.host, port=args.port)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=10)
+    return 0
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    """Convert the configured base model once so that `serve` starts in a second (used by make and Docker)."""
+    from app.engine.provision import embedding_model_dir, materialize, resolve_base_model
+
+    settings = _settings()
+    source = resolve_base_model(settings.base_model, settings.served_model_name)
+    folder = materialize(source, settings.model_cache_dir)
+    print(f"base model {source.name}: {folder}")
+    print(f"embedding model: {embedding_model_dir()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
+    parser = argparse.ArgumentParser(prog="tonewatch", description="Tone-consistency evaluation service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+    prov = sub.add_parser("provision", help="prepare model caches (no network)")
+    prov.set_defaults(func=cmd_provision)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

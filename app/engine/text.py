@@ -1,0 +1,53 @@
+"""Incremental detokenization with stop strings: emits only text that can no longer turn into a stop."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Decoder(Protocol):
+    def decode(self, ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+class TextAssembler:
+    def __init__(self, tokenizer: Decoder, stops: tuple[str, ...] = ()):
+        self._tok = tokenizer
+        self._stops = tuple(s for s in stops if s)
+        self.ids: list[int] = []
+        self.text = ""
+        self._emitted = 0
+        self.stopped = False
+
+    def add(self, token_id: int) -> str:
+        """Add a token; return the newly safe text (maybe empty). Sets .stopped when a stop string appears."""
+        self.ids.append(token_id)
+        text = self._tok.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+            return ""
+        cut = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self.text = text[:cut]
+            return self._flush(len(self.text))
+        self.text = text
+        return self._flush(len(text) - self._held_back(text))
+
+    def finish(self) -> str:
+        """Everything not yet emitted (call when generation ends for any reason other than a stop)."""
+        return self._flush(len(self.text))
+
+    def _held_back(self, text: str) -> int:
+        # longest suffix of text that is a proper prefix of some stop string
+        best = 0
+        for stop in self._stops:
+            for n in range(min(len(stop) - 1, len(text)), best, -1):
+                if text.endswith(stop[:n]):
+                    best = n
+                    break
+        return best
+
+    def _flush(self, upto: int) -> str:
+        upto = max(upto, self._emitted)
+        delta = self.text[self._emitted : upto]
+        self._emitted = upto
+        return delta

@@ -1,0 +1,413 @@
+"""The one worker thread that owns the model: a continuous-batching decode loop.
+
+Requests wait in a bounded queue; the worker admits them into a running batch between decode steps (left-padded
+prefill, then a KV-cache merge), decodes one token for every row per step, and drops rows the moment they finish or
+their client goes away. Rows whose adapters PEFT can mix share a lane (one forward with `adapter_names`); adapters
+that cannot be mixed (DoRA, ...) get a lane of their own. Admin work (loading adapters) runs between steps via
+`call()`, so nothing touches the model concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from app.engine import kv
+from app.engine.sampling import SamplingParams, choose_tokens, make_generator
+from app.engine.text import TextAssembler
+from app.errors import EngineUnavailable, QueueFull, QueueTimeout
+from app.metrics import Metrics
+
+log = logging.getLogger("tonewatch.engine")
+BASE = "__base__"  # PEFT's name for "no adapter" in adapter_names
+MIXED_LANE = "__mixed__"
+
+
+@dataclass
+class TokenEvent:
+    text: str
+
+
+@dataclass
+class DoneEvent:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    queue_s: float
+    ttft_s: float
+    total_s: float
+
+
+@dataclass
+class ErrorEvent:
+    error: Exception
+
+
+Event = TokenEvent | DoneEvent | ErrorEvent
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    params: SamplingParams
+    adapter: str | None = None  # None = base model
+    request_id: str = ""
+
+
+@dataclass
+class RequestHandle:
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[Event]
+    created: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def emit(self, event: Event) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the loop is gone (shutdown); nobody is listening
+            pass
+
+
+@dataclass
+class _Row:
+    handle: RequestHandle
+    assembler: TextAssembler
+    generator: torch.Generator | None
+    admitted: float
+    first_token: float = 0.0
+    last_token: float = 0.0
+    n_generated: int = 0
+
+    @property
+    def adapter_label(self) -> str:
+        return self.handle.request.adapter or "base"
+
+
+class _Lane:
+    def __init__(self, key: str):
+        self.key = key
+        self.rows: list[_Row] = []
+        self.cache: DynamicCache | None = None
+        self.mask: torch.Tensor | None = None
+        self.next_tokens: list[int] = []
+
+
+class Engine:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        device: str,
+        metrics: Metrics,
+        max_batch_size: int = 16,
+        max_wait_ms: float = 10.0,
+        max_queue: int = 256,
+        request_timeout_s: float = 60.0,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self.request_timeout_s = request_timeout_s
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        # adapters PEFT cannot run inside a mixed batch; set by the adapter registry on the worker thread
+        self.unmixable: set[str] = set()
+        self.peft_active = False
+        self._pending: deque[RequestHandle] = deque()
+        self._control: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
+        self._cv = threading.Condition()
+        self._lanes: dict[str, _Lane] = {}
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._round_robin = itertools.count()
+        self.steps = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="tonewatch-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._running = False
+            self._cv.notify_all()
+        if self._thread:
+            self._thread.join(timeout=30)
+        for handle in list(self._pending):
+            handle.emit(ErrorEvent(EngineUnavailable("server is shutting down")))
+        self._pending.clear()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._thread and self._thread.is_alive())
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    @property
+    def active_rows(self) -> int:
+        return sum(len(lane.rows) for lane in self._lanes.values())
+
+    # ---- API for the event loop -------------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest) -> RequestHandle:
+        loop = asyncio.get_running_loop()
+        handle = RequestHandle(request, loop, asyncio.Queue())
+        with self._cv:
+            if not self._running:
+                raise EngineUnavailable("engine is not running")
+            if len(self._pending) >= self.max_queue:
+                retry = max(1, round(self.max_wait_s + 1))
+                raise QueueFull(
+                    f"server queue is full ({self.max_queue} waiting); retry shortly",
+                    headers={"Retry-After": str(retry)},
+                )
+            self._pending.append(handle)
+            self.metrics.queue_depth.set(len(self._pending))
+            self._cv.notify_all()
+        return handle
+
+    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+        """Run fn on the worker thread between decode steps (for anything that mutates the model)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cv:
+            if not self._running:
+                future.set_exception(EngineUnavailable("engine is not running"))
+                return future
+            self._control.append((fn, future))
+            self._cv.notify_all()
+        return future
+
+    def rows_for_adapter(self, adapter: str) -> int:
+        """Queued plus running requests for an adapter (read from any thread; a snapshot)."""
+        pending = sum(1 for h in list(self._pending) if h.request.adapter == adapter)
+        running = sum(1 for lane in list(self._lanes.values()) for r in list(lane.rows)
+                      if r.handle.request.adapter == adapter)
+        return pending + running
+
+    # ---- the worker -----------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cv:
+                while self._running and not self._pending and not self._control and not self.active_rows:
+                    self._cv.wait(timeout=0.5)
+                if not self._running:
+                    break
+            self._run_control()
+            try:
+                self._admit()
+                self._step_lanes()
+            except Exception as exc:  # a failed forward must not kill the worker: fail the rows, keep serving
+                log.exception("decode step failed")
+                self._fail_all(exc)
+        self._fail_all(EngineUnavailable("server is shutting down"))
+
+    def _run_control(self) -> None:
+        while self._control:
+            fn, future = self._control.popleft()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+    def _take_pending(self) -> list[RequestHandle]:
+        """Pop what fits into the batch; when idle, first wait up to max_wait for the batch to fill."""
+        room = self.max_batch_size - self.active_rows
+        if room <= 0:
+            return []
+        if self.active_rows == 0 and self._pending and self.max_wait_s > 0:
+            deadline = self._pending[0].created + self.max_wait_s
+            with self._cv:
+                while self._running and len(self._pending) < room and time.monotonic() < deadline:
+                    self._cv.wait(timeout=max(0.0, deadline - time.monotonic()))
+        taken: list[RequestHandle] = []
+        with self._cv:
+            while self._pending and len(taken) < room:
+                taken.append(self._pending.popleft())
+            self.metrics.queue_depth.set(len(self._pending))
+        return taken
+
+    def _admit(self) -> None:
+        now = time.monotonic()
+        by_lane: dict[str, list[_Row]] = {}
+        for handle in self._take_pending():
+            waited = now - handle.created
+            if handle.cancelled:
+                continue
+            if waited > self.request_timeout_s:
+                handle.emit(ErrorEvent(QueueTimeout(f"request waited {waited:.1f}s in the queue; server overloaded")))
+                continue
+            self.metrics.queue_wait.observe(waited)
+            params = handle.request.params
+            row = _Row(handle, TextAssembler(self.tokenizer, params.stop), make_generator(params), now)
+            by_lane.setdefault(self._lane_key(handle.request.adapter), []).append(row)
+        for key, rows in by_lane.items():
+            lane = self._lanes.setdefault(key, _Lane(key))
+            self._prefill(lane, rows)
+
+    def _lane_key(self, adapter: str | None) -> str:
+        return adapter if adapter in self.unmixable else MIXED_LANE
+
+    def _forward(self, lane: _Lane, rows: list[_Row], input_ids, mask, position_ids, cache):
+        kwargs: dict[str, Any] = {}
+        if self.peft_active:
+            if lane.key == MIXED_LANE:
+                kwargs["adapter_names"] = [r.handle.request.adapter or BASE for r in rows]
+            else:
+                self.model.set_adapter(lane.key)
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=position_ids, cache=cache,
+            use_cache=True, logits_to_keep=1, **kwargs,
+        )
+        return out.logits[:, -1, :]
+
+    def _prefill(self, lane: _Lane, rows: list[_Row]) -> None:
+        prompts = [r.handle.request.prompt_ids for r in rows]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = self._forward(lane, rows, ids, mask, position_ids, cache)
+        for r in rows:
+            self.metrics.prompt_tokens.labels(r.adapter_label).inc(len(r.handle.request.prompt_ids))
+        tokens = choose_tokens(logits, [r.handle.request.params for r in rows], [r.generator for r in rows])
+        if lane.cache is None or not lane.rows:
+            lane.cache, lane.mask = cache, mask
+        else:
+            lane.cache, lane.mask = kv.merge(lane.cache, lane.mask, cache, mask)
+        lane.rows.extend(rows)
+        lane.next_tokens.extend(tokens)
+        self._accept(lane, len(lane.rows) - len(rows))
+
+    def _step_lanes(self) -> None:
+        lanes = [lane for lane in self._lanes.values() if lane.rows]
+        # rotate the start so no lane is always last when several share the worker
+        if len(lanes) > 1:
+            shift = next(self._round_robin) % len(lanes)
+            lanes = lanes[shift:] + lanes[:shift]
+        for lane in lanes:
+            self._drop_cancelled(lane)
+            if lane.rows:
+                self._decode(lane)
+        for key in [k for k, lane in self._lanes.items() if not lane.rows]:
+            del self._lanes[key]
+
+    def _decode(self, lane: _Lane) -> None:
+        assert lane.cache is not None and lane.mask is not None
+        rows = lane.rows
+        ids = torch.tensor(lane.next_tokens, dtype=torch.long, device=self.device).unsqueeze(1)
+        position_ids = lane.mask.sum(-1, keepdim=True)
+        lane.mask = torch.cat([lane.mask, torch.ones((len(rows), 1), dtype=lane.mask.dtype, device=self.device)], 1)
+        logits = self._forward(lane, rows, ids, lane.mask, position_ids, lane.cache)
+        self.metrics.batch_size.observe(len(rows))
+        self.steps += 1
+        lane.next_tokens = choose_tokens(logits, [r.handle.request.params for r in rows], [r.generator for r in rows])
+        self._accept(lane, 0)
+
+    def _accept(self, lane: _Lane, start: int) -> None:
+        """Hand tokens lane.next_tokens[start:] to their rows; finish rows that hit EOS, a stop or max_tokens."""
+        now = time.monotonic()
+        finished: list[int] = []
+        for i in range(start, len(lane.rows)):
+            row, token = lane.rows[i], lane.next_tokens[i]
+            if row.handle.cancelled:
+                finished.append(i)
+                continue
+            if token in self.eos_ids:
+                self._finish(row, "stop", now)
+                finished.append(i)
+                continue
+            row.n_generated += 1
+            self.metrics.generated_tokens.labels(row.adapter_label).inc()
+            if row.n_generated == 1:
+                row.first_token = now
+                self.metrics.ttft.labels(row.adapter_label).observe(now - row.handle.created)
+            else:
+                self.metrics.inter_token.labels(row.adapter_label).observe(now - row.last_token)
+            row.last_token = now
+            delta = row.assembler.add(token)
+            if delta:
+                row.handle.emit(TokenEvent(delta))
+            if row.assembler.stopped:
+                self._finish(row, "stop", now)
+                finished.append(i)
+            elif row.n_generated >= row.handle.request.params.max_tokens:
+                self._finish(row, "length", now)
+                finished.append(i)
+        if finished:
+            self._remove(lane, finished)
+
+    def _finish(self, row: _Row, reason: str, now: float) -> None:
+        tail = row.assembler.finish() if not row.assembler.stopped else ""
+        if tail:
+            row.handle.emit(TokenEvent(tail))
+        created = row.handle.created
+        row.handle.emit(DoneEvent(
+            text=row.assembler.text, finish_reason=reason,
+            prompt_tokens=len(row.handle.request.prompt_ids), completion_tokens=row.n_generated,
+            queue_s=row.admitted - created, ttft_s=(row.first_token or now) - created, total_s=now - created,
+        ))
+
+    def _remove(self, lane: _Lane, indices: list[int]) -> None:
+        gone = set(indices)
+        keep = [i for i in range(len(lane.rows)) if i not in gone]
+        lane.rows = [lane.rows[i] for i in keep]
+        lane.next_tokens = [lane.next_tokens[i] for i in keep]
+        if not keep:
+            lane.cache, lane.mask = None, None
+            return
+        assert lane.cache is not None and lane.mask is not None
+        lane.mask = kv.select_rows(lane.cache, lane.mask, keep)
+
+    def _drop_cancelled(self, lane: _Lane) -> None:
+        gone = [i for i, r in enumerate(lane.rows) if r.handle.cancelled]
+        if gone:
+            self._remove(lane, gone)
+
+    def _fail_all(self, exc: Exception) -> None:
+        for lane in self._lanes.values():
+            for row in lane.rows:
+                row.handle.emit(ErrorEvent(exc if isinstance(exc, EngineUnavailable)
+                                           else EngineUnavailable(f"generation failed: {type(exc).__name__}")))
+        self._lanes.clear()
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

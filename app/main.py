@@ -1,0 +1,64 @@
+"""create_app(settings): the app factory. The lifespan builds engine, scorer and stores; nothing at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import chat, health
+from app.api.middleware import BodyLimitAndMetrics
+from app.config import Settings
+from app.engine.provision import load_base_model, pick_device, resolve_base_model
+from app.engine.worker import Engine
+from app.errors import install_error_handlers
+from app.metrics import Metrics
+from app.services.chat import ChatService
+from app.state import AppState
+
+log = logging.getLogger("tonewatch")
+
+
+async def build_state(settings: Settings) -> AppState:
+    metrics = Metrics()
+    source = resolve_base_model(settings.base_model, settings.served_model_name)
+    device = pick_device(settings.device)
+    model, tokenizer = await asyncio.to_thread(
+        load_base_model, source, settings.model_cache_dir, device, settings.dtype
+    )
+    engine = Engine(
+        model, tokenizer, device=device, metrics=metrics, max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue, request_timeout_s=settings.request_timeout_s,
+    )
+    engine.start()
+    chat_service = ChatService(settings, engine, tokenizer, source.name)
+    log.info("serving %s on %s", source.name, device)
+    return AppState(settings=settings, metrics=metrics, engine=engine, chat=chat_service,
+                    base_name=source.name, started_at=time.time())
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = await build_state(settings)
+        app.state.tw = state
+        try:
+            yield
+        finally:
+            app.state.tw = None
+            await asyncio.to_thread(state.engine.stop)
+
+    app = FastAPI(title="Tonewatch", version="0.1.0", lifespan=lifespan)
+    app.state.tw = None
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(chat.router)
+    app.add_middleware(
+        BodyLimitAndMetrics,
+        max_body_bytes=settings.max_body_bytes,
+        metrics_provider=lambda: app.state.tw.metrics if app.state.tw else None,
+    )
+    return app

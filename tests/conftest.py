@@ -1,0 +1,101 @@
+"""Shared fixtures. The bundled model is real (loaded from the safetensors cache `make install` prepares);
+a tiny random Llama with the real tokenizer serves fast engine unit tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    """(model, tokenizer, name) for the real bundled SmolLM2."""
+    from app.config import Settings
+    from app.engine.provision import load_base_model, resolve_base_model
+
+    settings = Settings()
+    source = resolve_base_model(settings.base_model)
+    model, tokenizer = load_base_model(source, settings.model_cache_dir, "cpu", "float32")
+    return model, tokenizer, source.name
+
+
+@pytest.fixture(scope="session")
+def tiny(bundled):
+    """A 2-layer random Llama sharing the real tokenizer: same code paths, milliseconds per step."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _, tokenizer, _ = bundled
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config).eval()
+    return model, tokenizer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, env: dict[str, str], port: int):
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log = open(ROOT / f".pytest_cache/server-{port}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            cwd=ROOT, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                if httpx.get(self.base_url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError("server did not become ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    servers: list[ServerProcess] = []
+
+    def start(**env: str) -> ServerProcess:
+        (ROOT / ".pytest_cache").mkdir(exist_ok=True)
+        base = {"TONEWATCH_DB_PATH": str(tmp_path / "tw.db"), "TONEWATCH_ADAPTER_ROOT": str(tmp_path / "adapters")}
+        server = ServerProcess({**base, **env}, free_port())
+        servers.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
