@@ -1,0 +1,97 @@
+"""Shared benchmark helpers: a real server process, closed-loop load, summaries, result files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+PROMPTS = [
+    "Write a detailed story about a lighthouse keeper who finds a message in a bottle.",
+    "Explain step by step how to return a damaged parcel to an online store.",
+    "Describe a busy train station in the morning in vivid detail.",
+    "Write a long letter to a friend about your summer holiday by the sea.",
+    "Explain how a refrigerator works to a curious ten year old.",
+    "Tell a long fairy tale about a fox and a crow who become friends.",
+]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary(latencies: list[float]) -> dict:
+    return {"n": len(latencies), "p50": statistics.median(latencies) if latencies else None,
+            "p99": percentile(latencies, 0.99), "mean": statistics.fmean(latencies) if latencies else None}
+
+
+class Server:
+    def __init__(self, port: int = 8765, **env: str):
+        self.url = f"http://127.0.0.1:{port}"
+        RESULTS.joinpath("tmp").mkdir(parents=True, exist_ok=True)
+        self.log = open(RESULTS / "tmp" / f"server-{port}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT,
+                                     env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise RuntimeError("server did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+async def closed_loop(url: str, concurrency: int, requests_per_client: int, body_for) -> dict:
+    """`concurrency` clients each send requests back to back; returns latencies and token counts."""
+    latencies: list[float] = []
+    tokens = 0
+    failures = 0
+
+    async def client(idx: int, http: httpx.AsyncClient):
+        nonlocal tokens, failures
+        for j in range(requests_per_client):
+            body = body_for(idx, j)
+            t0 = time.perf_counter()
+            r = await http.post(url + "/v1/chat/completions", json=body)
+            if r.status_code != 200:
+                failures += 1
+                continue
+            latencies.append(time.perf_counter() - t0)
+            tokens += r.json()["usage"]["completion_tokens"]
+
+    async with httpx.AsyncClient(timeout=600) as http:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(i, http) for i in range(concurrency)))
+        wall = time.perf_counter() - t0
+    return {"concurrency": concurrency, "wall_s": wall, "tokens": tokens, "tokens_per_s": tokens / wall,
+            "failures": failures, "latency_s": summary(latencies),
+            "per_token_s": (statistics.median(latencies) / (tokens / max(1, len(latencies)))) if latencies else None}
+
+
+def write(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path

@@ -1,0 +1,23 @@
+"""`make bench`: run every benchmark section and write bench/results/*.json + *.png."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from bench import serving
+
+SECTIONS = {"serving": serving.run}
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(SECTIONS)
+    for name in chosen:
+        print(f"== {name}")
+        result = SECTIONS[name]()
+        print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
