@@ -38,6 +38,16 @@ def cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_style(args: argparse.Namespace) -> int:
+    import json
+
+    from app.scoring.train import train
+
+    metrics = train(seed=args.seed)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
     parser = argparse.ArgumentParser(prog="tonewatch", description="Tone-consistency evaluation service")
@@ -48,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.set_defaults(func=cmd_serve)
     prov = sub.add_parser("provision", help="prepare model caches (no network)")
     prov.set_defaults(func=cmd_provision)
+    style = sub.add_parser("train-style", help="train the tone head on data/style (writes models/style)")
+    style.add_argument("--seed", type=int, default=13)
+    style.set_defaults(func=cmd_train_style)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     adapter_root: Path = Field(REPO_ROOT / "models" / "adapters")
     redis_url: str | None = None
     db_path: Path = Field(REPO_ROOT / "tonewatch.db")
+    default_persona: str | None = Field(None, description="Persona responses are judged against when none is named.")
     log_level: str = "info"
 
     @field_validator("admin_token")

@@ -9,14 +9,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import chat, health
+from app.api import chat, health, personas, score
 from app.api.middleware import BodyLimitAndMetrics
 from app.config import Settings
 from app.engine.provision import load_base_model, pick_device, resolve_base_model
 from app.engine.worker import Engine
 from app.errors import install_error_handlers
 from app.metrics import Metrics
+from app.scoring.scorer import ToneScorer
 from app.services.chat import ChatService
+from app.services.tone import ToneService
 from app.state import AppState
 
 log = logging.getLogger("tonewatch")
@@ -35,8 +37,11 @@ async def build_state(settings: Settings) -> AppState:
     )
     engine.start()
     chat_service = ChatService(settings, engine, tokenizer, source.name)
+    scorer = await asyncio.to_thread(ToneScorer.load, metrics)
+    tone = ToneService(scorer, store=None, default_persona=settings.default_persona)
+    chat_service.finishers.append(tone.chat_finisher)
     log.info("serving %s on %s", source.name, device)
-    return AppState(settings=settings, metrics=metrics, engine=engine, chat=chat_service,
+    return AppState(settings=settings, metrics=metrics, engine=engine, chat=chat_service, tone=tone,
                     base_name=source.name, started_at=time.time())
 
 
@@ -50,12 +55,15 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             app.state.tw = None
             await asyncio.to_thread(state.engine.stop)
+            state.tone.scorer.close()
 
     app = FastAPI(title="Tonewatch", version="0.1.0", lifespan=lifespan)
     app.state.tw = None
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(chat.router)
+    app.include_router(score.router)
+    app.include_router(personas.router)
     app.add_middleware(
         BodyLimitAndMetrics,
         max_body_bytes=settings.max_body_bytes,

@@ -10,6 +10,7 @@ from app.config import Settings
 from app.engine.worker import Engine
 from app.metrics import Metrics
 from app.services.chat import ChatService
+from app.services.tone import ToneService
 
 # A readiness check returns None when healthy, else a reason; `degraded` ones don't make /readyz fail.
 ReadinessCheck = Callable[[], Awaitable[str | None]]
@@ -21,6 +22,7 @@ class AppState:
     metrics: Metrics
     engine: Engine
     chat: ChatService
+    tone: ToneService
     base_name: str
     started_at: float
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)

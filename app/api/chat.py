@@ -47,6 +47,7 @@ async def sse(chunks: AsyncIterator[dict]) -> AsyncIterator[str]:
 @router.post("/v1/chat/completions", response_model=ChatCompletion, response_model_exclude_none=True)
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep):
     target = state.chat.resolve_target(body.model)
+    state.tone.scorer.get_persona(body.persona)  # an unknown persona is a 404 before any generation
     request.state.adapter = target.adapter or "base"
     if body.stream:
         target, handle = await state.chat.start(body, target)

@@ -1,0 +1,491 @@
+"""Sequential tone-drift detection for one chat session (a "stream"); pure functions over a JSON-able state.
+
+Why sequential: a single off-tone reply is noise, a run of them is drift. A CUSUM accumulates small consistent
+deviations and ignores isolated ones, and its false-alarm rate can be set directly, so "alert" has a meaning.
+
+Per-turn statistic (``standardized_statistic``)
+    Each signal is standardized against the reference distribution (the persona's exemplars, or the session's
+    own first turns when there is no persona):
+
+    * distance to the persona centroid, one-sided (only *larger* distance is off-persona):
+      ``t_d = (d - mean_d) / scale_d``;
+    * each tone dimension (formality, politeness, warmth), two-sided: ``t_j = |x_j - mean_j| / scale_j``;
+
+    with ``scale = max(std * sqrt(1 + 1/n), floor)``: the predictive standard deviation of a new draw when mean
+    and std come from ``n`` samples. Floors (``DISTANCE_STD_FLOOR`` = 0.02, ``DIMENSION_STD_FLOOR`` = 0.05, in
+    the signals' own units) stop a persona whose 5-30 exemplars happen to agree closely from turning tiny
+    wobbles into alarms. Each ``t`` is turned into a tail p-value with Student's t on ``n - 1`` degrees of
+    freedom (the exact predictive law for Gaussian data with estimated mean/std; normal when ``n < 2``), which
+    is what keeps 5-exemplar personas or a 3-turn self-baseline from over-alarming.
+
+    The p-values are combined by Sidak's min-p, ``q = 1 - (1 - min p)^m`` (m = number of signals present), and
+    mapped back to the z scale: ``s_t = Phi^-1(1 - q)``, clipped to ``[-S_CAP, S_CAP]`` (``S_CAP`` = 4).
+    In control (independent Gaussian signals) ``s_t`` is therefore exactly standard normal, whichever signals
+    are present; correlated tone dimensions make min-p conservative (fewer false alarms). The clip makes one
+    wild reply add at most ``S_CAP - k_ref`` = 3.5 to the CUSUM, less than the threshold: a single outlier
+    cannot alert through the CUSUM on its own; two in a row can.
+
+Detectors
+    * CUSUM: ``S_t = min(max(0, S_{t-1} + s_t - k_ref), 2h)``; fires when ``S_t > h``. ``k_ref`` = 0.5 (z units)
+      is tuned to detect a sustained shift of about 1 standard deviation fastest; the cap at ``2h`` bounds the
+      recovery time after a long drift (about ``h / k_ref`` in-control turns) and never matters before an alarm.
+    * EWMA: ``e_t = lambda * s_t + (1 - lambda) * e_{t-1}`` (``lambda`` = 0.3); exported as the drift ``score``
+      (z units: about 0 in persona, positive when drifting); fires when ``e_t > L``.
+
+Calibration (no magic constants)
+    ``arl0`` (default 1000) is the in-control average run length of the combined alarm: a stream that stays in
+    persona raises on average one false alarm per ~1000 turns. ``h`` and ``L`` are chosen by Monte Carlo (a
+    vectorized numpy simulation of many in-control streams, < 1 s, cached per parameter set) so that each
+    detector alone has the same ARL ``A`` and the union "CUSUM or EWMA" has ARL ``arl0``. The in-control
+    ``s_t`` is simulated as N(0, 1) clipped at ``S_CAP`` (the law implied by the construction above), or
+    bootstrapped from observed in-persona statistics when ``null_samples`` are given.
+    ``calibrate_threshold`` gives the CUSUM-alone threshold for a target ARL; with the defaults the combined
+    scheme uses ``h`` ~ 5.4 and ``L`` ~ 1.4 (see ``thresholds``), the CUSUM alone at ARL 1000 would use h ~ 5.0.
+
+Alert latch
+    Once a detector fires, ``alert`` stays true (and ``detector`` names the one that fired first, "cusum" or
+    "ewma") until ``cooldown`` (default 5) consecutive turns in which neither detector is above its limit, or
+    until ``reset``. When the latch clears the CUSUM restarts at 0, so the next false alarm is again ~arl0 away.
+
+No persona
+    With ``baseline=None`` the first ``warmup_turns`` (default 3) observations of the session form the
+    reference (tone dimensions only) and are not scored: the detector then flags a session whose tone moves
+    away from how it started. With only 3 reference turns the t-tails make it much less sensitive than with a
+    persona; its false-alarm rate is exact only on average over sessions.
+
+Dispersion
+    ``dispersion`` = 2 * RMS over dimensions of the per-dimension standard deviation over the last
+    ``dispersion_window`` (default 10) turns, in [0, 1] (a dimension in [0, 1] has std <= 0.5). It catches a
+    session that swings casual <-> robotic while its mean stays near the persona. It is reported, not alarmed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from statistics import NormalDist
+
+import numpy as np
+
+DIMENSIONS = ("formality", "politeness", "warmth")
+
+DEFAULT_K_REF = 0.5  # z units: CUSUM reference value, optimal for a ~1 sd sustained shift
+DEFAULT_ARL0 = 1000.0  # in-control average run length of the combined alarm, in turns
+DEFAULT_EWMA_LAMBDA = 0.3  # EWMA weight of the newest turn
+S_CAP = 4.0  # per-turn statistic is clipped to [-S_CAP, S_CAP]
+DISTANCE_STD_FLOOR = 0.02  # in cosine-distance units (distance is in [0, 2])
+DIMENSION_STD_FLOOR = 0.05  # in tone-dimension units ([0, 1])
+CUSUM_CAP_FACTOR = 2.0  # CUSUM is capped at CUSUM_CAP_FACTOR * h
+
+_STATE_VERSION = 1
+_NORMAL = NormalDist()
+
+
+# --------------------------------------------------------------------------------------------------- data types
+
+@dataclass
+class Observation:
+    """One scored turn. ``persona_distance`` in [0, 2] (None without a persona); dimensions in [0, 1]."""
+
+    persona_distance: float | None
+    formality: float
+    politeness: float
+    warmth: float
+
+    def dims(self) -> dict[str, float]:
+        return {"formality": self.formality, "politeness": self.politeness, "warmth": self.warmth}
+
+
+@dataclass
+class Baseline:
+    """Reference distribution of the signals: means and sample stds (ddof=1) over ``n`` exemplars.
+
+    ``distance_mean``/``distance_std`` may be None (no distance signal). Floors are applied at use, not here.
+    """
+
+    distance_mean: float | None
+    distance_std: float | None
+    dims_mean: dict[str, float]
+    dims_std: dict[str, float]
+    n: int
+
+    @classmethod
+    def from_exemplars(cls, distances: list[float], dims: list[dict[str, float]]) -> Baseline:
+        """Build from the exemplars' leave-one-out distances to the centroid and their tone dimensions.
+
+        Both lists describe the same exemplars; ``distances`` may be empty (no distance signal).
+        """
+        if not dims and not distances:
+            raise ValueError("a baseline needs at least one exemplar")
+        d_mean = d_std = None
+        if distances:
+            arr = np.asarray(distances, dtype=float)
+            d_mean, d_std = float(arr.mean()), _sample_std(arr)
+        dims_mean: dict[str, float] = {}
+        dims_std: dict[str, float] = {}
+        for name in DIMENSIONS:
+            values = [float(d[name]) for d in dims if name in d]
+            if values:
+                arr = np.asarray(values, dtype=float)
+                dims_mean[name], dims_std[name] = float(arr.mean()), _sample_std(arr)
+        n = len(dims) if dims else len(distances)
+        return cls(d_mean, d_std, dims_mean, dims_std, n)
+
+    def to_dict(self) -> dict:
+        return {"distance_mean": self.distance_mean, "distance_std": self.distance_std,
+                "dims_mean": dict(self.dims_mean), "dims_std": dict(self.dims_std), "n": self.n}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Baseline:
+        return cls(data.get("distance_mean"), data.get("distance_std"), dict(data["dims_mean"]),
+                   dict(data["dims_std"]), int(data["n"]))
+
+
+@dataclass(frozen=True)
+class DriftParams:
+    """Detector settings; ``h`` and the EWMA limit are derived from ``k_ref``, ``ewma_lambda`` and ``arl0``."""
+
+    k_ref: float = DEFAULT_K_REF
+    arl0: float = DEFAULT_ARL0
+    ewma_lambda: float = DEFAULT_EWMA_LAMBDA
+    warmup_turns: int = 3
+    dispersion_window: int = 10
+    cooldown: int = 5
+
+    def __post_init__(self):
+        if not self.k_ref >= 0:
+            raise ValueError("k_ref must be >= 0")
+        if not self.arl0 > 1:
+            raise ValueError("arl0 must be > 1")
+        if not 0 < self.ewma_lambda <= 1:
+            raise ValueError("ewma_lambda must be in (0, 1]")
+        if self.warmup_turns < 1 or self.dispersion_window < 2 or self.cooldown < 0:
+            raise ValueError("warmup_turns >= 1, dispersion_window >= 2 and cooldown >= 0 are required")
+
+
+@dataclass
+class DriftReport:
+    """Result of one ``update``. ``score`` is the EWMA (z units), ``threshold`` the CUSUM's ``h``."""
+
+    score: float
+    alert: bool
+    detector: str | None
+    cusum: float
+    threshold: float
+    dispersion: float
+    turns: int
+    ewma_limit: float = field(default=0.0)
+
+    def public(self) -> dict:
+        return {"score": self.score, "alert": self.alert, "detector": self.detector, "cusum": self.cusum,
+                "threshold": self.threshold, "dispersion": self.dispersion, "turns": self.turns}
+
+
+# ------------------------------------------------------------------------------------------- per-turn statistic
+
+def _sample_std(arr: np.ndarray) -> float:
+    return float(arr.std(ddof=1)) if arr.size >= 2 else 0.0
+
+
+def _t_abs_cdf(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with integer ``df`` >= 1 and t >= 0 (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    sin, cos2 = math.sin(theta), math.cos(theta) ** 2
+    if df % 2:
+        if df == 1:
+            return 2.0 * theta / math.pi
+        term = total = math.cos(theta)
+        for j in range(1, (df - 3) // 2 + 1):
+            term *= cos2 * (2 * j) / (2 * j + 1)
+            total += term
+        return 2.0 / math.pi * (theta + sin * total)
+    term = total = 1.0
+    for j in range(1, (df - 2) // 2 + 1):
+        term *= cos2 * (2 * j - 1) / (2 * j)
+        total += term
+    return sin * total
+
+
+def _upper_tail(t: float, df: int | None) -> float:
+    """P(T > t): Student's t with ``df`` degrees of freedom, or standard normal when ``df`` is None or large."""
+    if df is None or df > 200:
+        return 0.5 * math.erfc(t / math.sqrt(2.0))
+    two_sided = max(0.0, 1.0 - _t_abs_cdf(abs(t), df))
+    return 0.5 * two_sided if t >= 0 else 1.0 - 0.5 * two_sided
+
+
+def _combine(p_values: list[float]) -> float:
+    """Sidak min-p of independent p-values mapped to a standard-normal score (large = anomalous), clipped."""
+    m, p = len(p_values), min(max(min(p_values), 0.0), 1.0)
+    q = 1.0 if p >= 1.0 else -math.expm1(m * math.log1p(-p))
+    q = min(max(q, 1e-300), 1.0 - 1e-15)
+    return max(-S_CAP, min(S_CAP, -_NORMAL.inv_cdf(q)))
+
+
+def standardized_statistic(obs: Observation, baseline: Baseline) -> float | None:
+    """The per-turn statistic ``s_t`` (N(0, 1) in control, see module docstring); None if no signal is usable.
+
+    Useful to collect ``null_samples`` for calibration from turns known to be in persona.
+    """
+    n = max(int(baseline.n), 1)
+    df = n - 1 if n >= 2 else None
+    inflate = math.sqrt(1.0 + 1.0 / n)
+    p_values = []
+    if obs.persona_distance is not None and baseline.distance_mean is not None:
+        scale = max((baseline.distance_std or 0.0) * inflate, DISTANCE_STD_FLOOR)
+        p_values.append(_upper_tail((obs.persona_distance - baseline.distance_mean) / scale, df))
+    for name, value in obs.dims().items():
+        if name in baseline.dims_mean:
+            scale = max(baseline.dims_std.get(name, 0.0) * inflate, DIMENSION_STD_FLOOR)
+            p_values.append(2.0 * _upper_tail(abs(value - baseline.dims_mean[name]) / scale, df))
+    return _combine(p_values) if p_values else None
+
+
+# ------------------------------------------------------------------------------------------------- calibration
+
+class _FirstPassage:
+    """First time each simulated stream's statistic exceeds any level ``h``, from the running-max records.
+
+    Records are (stream, time, value) each time a stream's statistic reaches a new maximum; within a stream both
+    time and value increase, so the first passage above ``h`` is one ``searchsorted`` over all streams at once.
+    """
+
+    def __init__(self, streams: np.ndarray, times: np.ndarray, values: np.ndarray, n_streams: int, horizon: int):
+        order = np.argsort(streams, kind="stable")  # records were appended in time order
+        self.streams, self.times, values = streams[order], times[order], values[order]
+        self.width = float(values.max()) + 1.0 if values.size else 1.0
+        self.keys = self.streams * self.width + values
+        self.base = np.arange(n_streams) * self.width
+        self.ends = np.searchsorted(self.streams, np.arange(n_streams), side="right")
+        self.max_value = float(values.max()) if values.size else 0.0
+        self.horizon = horizon
+
+    def tau(self, level: float) -> np.ndarray:
+        """First passage times above ``level`` (inf where the stream never passed it within the horizon)."""
+        out = np.full(self.base.size, np.inf)
+        if level >= self.max_value:
+            return out
+        idx = np.searchsorted(self.keys, self.base + level, side="right")
+        ok = idx < self.ends
+        out[ok] = self.times[idx[ok]]
+        return out
+
+
+def _arl(tau: np.ndarray, horizon: int) -> float:
+    """Average run length: the geometric MLE with censoring at ``horizon`` (the sample mean when none censored)."""
+    alarms = int(np.count_nonzero(tau <= horizon))
+    return float(np.minimum(tau, horizon).sum()) / alarms if alarms else math.inf
+
+
+def _simulate(k_ref: float, ewma_lambda: float | None, null: tuple[float, ...] | None, seed: int,
+              longest_arl: float) -> tuple[_FirstPassage, _FirstPassage | None]:
+    """Run many in-control streams in parallel (vectorized over streams) and record running maxima."""
+    horizon = int(min(max(3.0 * longest_arl, 200.0), 20_000.0))
+    n_streams = int(min(max(1.2e7 / horizon, 400.0), 3000.0))
+    rng = np.random.default_rng(seed)
+    pool = np.clip(np.asarray(null, dtype=float), -S_CAP, S_CAP) if null is not None else None
+    cusum, ewma = np.zeros(n_streams), np.zeros(n_streams)
+    best_c, best_e = np.zeros(n_streams), np.zeros(n_streams)
+    rec_c: list[tuple[np.ndarray, int, np.ndarray]] = []
+    rec_e: list[tuple[np.ndarray, int, np.ndarray]] = []
+    t, chunk = 0, 512
+    while t < horizon:
+        size = min(chunk, horizon - t)
+        if pool is None:
+            draws = np.clip(rng.standard_normal((size, n_streams)), -S_CAP, S_CAP)
+        else:
+            draws = pool[rng.integers(0, pool.size, size=(size, n_streams))]
+        draws_minus_k = draws - k_ref
+        for i in range(size):
+            t += 1
+            cusum += draws_minus_k[i]
+            np.maximum(cusum, 0.0, out=cusum)
+            idx = np.flatnonzero(cusum > best_c)
+            if idx.size:
+                vals = cusum[idx]
+                best_c[idx] = vals
+                rec_c.append((idx, t, vals))
+            if ewma_lambda is not None:
+                ewma *= 1.0 - ewma_lambda
+                ewma += ewma_lambda * draws[i]
+                idx = np.flatnonzero(ewma > best_e)
+                if idx.size:
+                    vals = ewma[idx]
+                    best_e[idx] = vals
+                    rec_e.append((idx, t, vals))
+
+    def build(records):
+        if not records:
+            empty = np.zeros(0)
+            return _FirstPassage(empty.astype(np.int64), empty, empty, n_streams, horizon)
+        streams = np.concatenate([r[0] for r in records])
+        times = np.concatenate([np.full(r[0].size, r[1], dtype=float) for r in records])
+        values = np.concatenate([r[2] for r in records])
+        return _FirstPassage(streams, times, values, n_streams, horizon)
+
+    return build(rec_c), (build(rec_e) if ewma_lambda is not None else None)
+
+
+def _level_for(fp: _FirstPassage, target: float) -> float:
+    """Smallest level whose simulated ARL reaches ``target`` (ARL is non-decreasing in the level)."""
+    lo, hi = 0.0, fp.max_value
+    if _arl(fp.tau(lo), fp.horizon) >= target:
+        return lo
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if _arl(fp.tau(mid), fp.horizon) >= target:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo < 1e-4:
+            break
+    return hi
+
+
+def _null_key(null_samples: list[float] | None) -> tuple[float, ...] | None:
+    if null_samples is None:
+        return None
+    values = tuple(float(x) for x in null_samples if math.isfinite(float(x)))
+    if len(values) < 10:
+        raise ValueError("null_samples needs at least 10 finite values")
+    return values
+
+
+def calibrate_threshold(k_ref: float, arl0: float, null_samples: list[float] | None = None, seed: int = 0) -> float:
+    """CUSUM threshold ``h`` (alone) whose in-control average run length is ``arl0`` turns.
+
+    In control ``s_t`` is N(0, 1) clipped at ``S_CAP``, or bootstrapped from ``null_samples`` (standardized
+    statistics of in-persona turns, see ``standardized_statistic``). Monte Carlo, deterministic for a seed, cached.
+    """
+    return _calibrate_threshold(float(k_ref), float(arl0), _null_key(null_samples), int(seed))
+
+
+@lru_cache(maxsize=64)
+def _calibrate_threshold(k_ref: float, arl0: float, null: tuple[float, ...] | None, seed: int) -> float:
+    fp, _ = _simulate(k_ref, None, null, seed, arl0)
+    return _level_for(fp, arl0)
+
+
+def calibrate_limits(k_ref: float, ewma_lambda: float, arl0: float, null_samples: list[float] | None = None,
+                     seed: int = 0) -> tuple[float, float]:
+    """(h, L) for the combined alarm "CUSUM > h or EWMA > L" with in-control ARL ``arl0``.
+
+    Both detectors get the same individual ARL, chosen so that their union has ARL ``arl0``.
+    """
+    return _calibrate_limits(float(k_ref), float(ewma_lambda), float(arl0), _null_key(null_samples), int(seed))
+
+
+@lru_cache(maxsize=64)
+def _calibrate_limits(k_ref: float, ewma_lambda: float, arl0: float, null: tuple[float, ...] | None,
+                      seed: int) -> tuple[float, float]:
+    lo, hi = arl0, 3.0 * arl0  # the union's ARL is below each part's and (rates add at most) above half of it
+    fp_c, fp_e = _simulate(k_ref, ewma_lambda, null, seed, hi)
+    assert fp_e is not None
+    horizon = fp_c.horizon
+
+    def limits(arl_each: float) -> tuple[float, float, float]:
+        h, lim = _level_for(fp_c, arl_each), _level_for(fp_e, arl_each)
+        return h, lim, _arl(np.minimum(fp_c.tau(h), fp_e.tau(lim)), horizon)
+
+    best = limits(hi)
+    if best[2] < arl0:
+        return best[0], best[1]
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        candidate = limits(mid)
+        if candidate[2] >= arl0:
+            hi, best = mid, candidate
+        else:
+            lo = mid
+        if hi - lo < 1e-3 * arl0:
+            break
+    return best[0], best[1]
+
+
+def thresholds(params: DriftParams | None = None) -> tuple[float, float]:
+    """(CUSUM h, EWMA limit) used by ``update`` for ``params``; call once at startup to pre-warm the cache."""
+    params = params or DriftParams()
+    return calibrate_limits(params.k_ref, params.ewma_lambda, params.arl0)
+
+
+# ------------------------------------------------------------------------------------------------------- state
+
+def _new_state() -> dict:
+    return {"v": _STATE_VERSION, "turns": 0, "cusum": 0.0, "ewma": 0.0, "alert": False, "detector": None,
+            "quiet": 0, "recent": [], "self_ref": []}
+
+
+def _load_state(state: dict | None) -> dict:
+    fresh = _new_state()
+    if not isinstance(state, dict) or state.get("v") != _STATE_VERSION:
+        return fresh
+    for key, default in fresh.items():
+        value = state.get(key, default)
+        fresh[key] = [list(row) for row in value] if isinstance(default, list) else value
+    return fresh
+
+
+def reset(state: dict | None, rebaseline: bool = False) -> dict:
+    """Clear the alarm and the detectors (e.g. after an operator acknowledged it); keep history.
+
+    ``rebaseline`` also forgets the no-persona self-reference, so the next turns define a new "normal".
+    """
+    st = _load_state(state)
+    st.update(cusum=0.0, ewma=0.0, alert=False, detector=None, quiet=0)
+    if rebaseline:
+        st["self_ref"] = []
+    return st
+
+
+def _dispersion(recent: list[list[float]]) -> float:
+    if len(recent) < 2:
+        return 0.0
+    stds = np.asarray(recent, dtype=float).std(axis=0)
+    return float(min(1.0, 2.0 * math.sqrt(float(np.mean(stds ** 2)))))
+
+
+def update(state: dict | None, obs: Observation, baseline: Baseline | None,
+           params: DriftParams | None = None) -> tuple[dict, DriftReport]:
+    """Fold one turn into the session's state; returns the new state (a JSON-able dict) and the report.
+
+    ``state`` None (or of an unknown version) starts a new session. The input state is not modified.
+    """
+    params = params or DriftParams()
+    dims = [float(v) for v in obs.dims().values()]
+    distance = obs.persona_distance
+    if not all(math.isfinite(v) for v in dims) or (distance is not None and not math.isfinite(distance)):
+        raise ValueError("observation values must be finite")
+    h, limit = thresholds(params)
+    st = _load_state(state)
+    st["turns"] += 1
+    st["recent"] = ([*st["recent"], [min(1.0, max(0.0, v)) for v in dims]])[-params.dispersion_window:]
+
+    reference = baseline
+    if reference is None:
+        if len(st["self_ref"]) < params.warmup_turns:
+            st["self_ref"].append(dims)  # this turn is part of the reference: not scored
+        else:
+            rows = st["self_ref"][: params.warmup_turns]
+            reference = Baseline.from_exemplars([], [dict(zip(DIMENSIONS, row, strict=True)) for row in rows])
+    s = standardized_statistic(obs, reference) if reference is not None else None
+
+    if s is not None:
+        lam = params.ewma_lambda
+        st["cusum"] = min(max(0.0, st["cusum"] + s - params.k_ref), CUSUM_CAP_FACTOR * h)
+        st["ewma"] = lam * s + (1.0 - lam) * st["ewma"]
+        fired_cusum, fired_ewma = st["cusum"] > h, st["ewma"] > limit
+        if st["alert"]:
+            if fired_cusum or fired_ewma:
+                st["quiet"] = 0
+            else:
+                st["quiet"] += 1
+                if st["quiet"] >= params.cooldown:
+                    st.update(alert=False, detector=None, quiet=0, cusum=0.0)
+        elif fired_cusum or fired_ewma:
+            st.update(alert=True, detector="cusum" if fired_cusum else "ewma", quiet=0)
+
+    report = DriftReport(score=float(st["ewma"]), alert=bool(st["alert"]), detector=st["detector"],
+                         cusum=float(st["cusum"]), threshold=float(h), dispersion=_dispersion(st["recent"]),
+                         turns=int(st["turns"]), ewma_limit=float(limit))
+    return st, report

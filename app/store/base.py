@@ -1,0 +1,119 @@
+"""Session-history storage: the Turn record, the SessionStore protocol both backends implement, and open_store.
+
+State keys and sessions: `update_state(key, ...)` takes any key, but a state key is *owned* by a session when it
+equals the session id or starts with ``session_id + "/"`` (``/`` is outside the session-id charset, so ownership is
+unambiguous); `delete_session` deletes owned state with the turns. Use `session_state_key` to build such keys.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+STATE_SEP = "/"
+
+
+@dataclass
+class Turn:
+    session_id: str
+    request_id: str
+    ts: float  # unix seconds
+    adapter: str  # "base", an adapter name, or "external"
+    persona: str | None
+    prompt: str | None  # may be truncated/redacted by the caller
+    response: str
+    tone: dict = field(default_factory=dict)  # label, probs, formality, politeness, warmth, persona_distance, ...
+    latency: dict = field(default_factory=dict)  # {"queue_s","ttft_s","total_s","tokens"}; may be empty
+    drift: dict | None = None  # drift state after the turn {"score","alert","detector",...}
+    spikes: list[str] = field(default_factory=list)  # e.g. ["total", "per_token"]
+    seq: int = 0  # 1-based position within the session, assigned by the store on append
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Turn:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_json(self) -> str:
+        return dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, s: str | bytes) -> Turn:
+        return cls.from_dict(json.loads(s))
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON with non-ASCII kept as is (both backends store UTF-8). Text with lone surrogates (not encodable as
+    UTF-8, e.g. from a broken client) falls back to \\u escapes so it still round-trips."""
+    s = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        s = json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
+    return s
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached or did not answer in time; the cause is chained (`raise ... from exc`)."""
+
+
+def session_state_key(session_id: str, name: str | None = None) -> str:
+    """The state key owned by `session_id` (deleted with the session): the id itself, or ``"<id>/<name>"``."""
+    return session_id if not name else f"{session_id}{STATE_SEP}{name}"
+
+
+def state_owner(key: str) -> str:
+    """The session id a state key belongs to (see module docstring)."""
+    return key.split(STATE_SEP, 1)[0]
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    async def ping(self) -> None:
+        """Raise StoreUnavailable if the store does not answer."""
+
+    async def append(self, turn: Turn) -> int:
+        """Store `turn` (its `seq` is ignored) and return the seq assigned to it (1-based, per session).
+        Idempotent on (session_id, request_id): a replay returns the original seq and stores nothing."""
+
+    async def get_turns(self, session_id: str, after: int = 0, limit: int = 100) -> list[Turn]:
+        """Up to `limit` turns with seq > `after`, oldest first."""
+
+    async def count_turns(self, session_id: str) -> int:
+        """Turns currently held for the session (at most max_turns)."""
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Delete the session's turns, counters and owned state; True if the session had turns."""
+
+    async def update_state(self, key: str, fn: Callable[[dict | None], dict]) -> dict:
+        """Atomically replace the state under `key` with fn(current) and return it. `fn` must be pure: it may run
+        more than once under contention."""
+
+    async def get_state(self, key: str) -> dict | None: ...
+
+    async def put_persona(self, name: str, data: dict) -> None: ...
+
+    async def get_personas(self) -> dict[str, dict]: ...
+
+    async def delete_persona(self, name: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def open_store(redis_url: str | None, db_path: Path, **kw: Any) -> SessionStore:
+    """RedisStore when `redis_url` is set, else SQLiteStore at `db_path`. Keyword arguments a backend does not take
+    (e.g. `ttl_s` for SQLite) are ignored for that backend."""
+    if redis_url:
+        from app.store.redis_store import RedisStore
+
+        allowed = {"prefix", "max_turns", "ttl_s", "socket_timeout", "max_connections"}
+        return RedisStore(redis_url, **{k: v for k, v in kw.items() if k in allowed})
+    from app.store.sqlite_store import SQLiteStore
+
+    allowed = {"max_turns", "busy_timeout_s"}
+    return SQLiteStore(Path(db_path), **{k: v for k, v in kw.items() if k in allowed})

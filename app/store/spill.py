@@ -1,0 +1,319 @@
+"""ResilientHistory: nothing lost when the store blinks.
+
+`record(turn)` writes through to the SessionStore. When the store is unavailable (StoreUnavailable or a timeout), the
+turn goes to a bounded local spill: an in-memory deque mirrored to an append-only JSONL file. A background task
+(start()/stop()) retries the store with jittered exponential backoff and replays the spill oldest first; while a replay
+is pending, new turns are spilled too so that order is kept. Idempotent `append` makes replays safe (a turn written
+just before a crash, or whose write timed out after reaching the store, is not duplicated).
+
+The file holds every spilled turn not yet known to be replayed: it is truncated when the spill drains, compacted when
+it grows past twice the bound, and reloaded (then replayed) by the next instance after a crash. One instance per spill
+file: with several worker processes give each its own path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, Any
+
+from app.store.base import SessionStore, StoreUnavailable, Turn
+
+log = logging.getLogger("tonewatch.store.spill")
+
+_UNAVAILABLE = (StoreUnavailable, TimeoutError, asyncio.TimeoutError)
+
+
+class ResilientHistory:
+    def __init__(self, store: SessionStore, spill_path: Path | str | None, *, max_spill: int = 10_000,
+                 metrics: Any = None, write_timeout_s: float = 2.0, retry_min_s: float = 0.05,
+                 retry_max_s: float = 5.0):
+        if max_spill < 1:
+            raise ValueError("max_spill must be >= 1")
+        self.store = store
+        self.spill_path = Path(spill_path) if spill_path is not None else None
+        self.max_spill = int(max_spill)
+        self.metrics = metrics
+        self.write_timeout_s = write_timeout_s
+        self.retry_min_s = retry_min_s
+        self.retry_max_s = retry_max_s
+        self._queue: deque[Turn] = deque()
+        self._lock = asyncio.Lock()  # serializes direct writes so a failed one cannot be overtaken
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._file: IO[str] | None = None
+        self._file_lines = 0
+        self._loaded = False
+        self._degraded = False
+        self._dropped = 0
+        self._replayed = 0
+
+    # public state
+    @property
+    def spilled(self) -> int:
+        """Turns waiting in the spill."""
+        return len(self._queue)
+
+    @property
+    def degraded(self) -> bool:
+        """True when the last store operation failed."""
+        return self._degraded
+
+    @property
+    def dropped(self) -> int:
+        """Turns lost because the spill was full (since this instance started)."""
+        return self._dropped
+
+    @property
+    def replayed(self) -> int:
+        """Spilled turns written to the store by the replay task."""
+        return self._replayed
+
+    # lifecycle
+    async def start(self) -> None:
+        """Reload a spill file left by an earlier process and start the replay task."""
+        self._ensure_loaded()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._replay_loop(), name="history-spill-replay")
+        if self._queue:
+            self._wake.set()
+
+    async def stop(self, drain_timeout_s: float = 0.0) -> None:
+        """Stop the replay task (after trying to drain for up to drain_timeout_s). Unreplayed turns stay in the
+        spill file for the next start."""
+        if drain_timeout_s > 0 and self._queue and self._task is not None:
+            await self.flush(drain_timeout_s)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        self._close_file()
+
+    async def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the spill is empty (the replay task must be running); True if it drained in time."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue:
+            if time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        return True
+
+    # the write path
+    async def record(self, turn: Turn) -> None:
+        """Persist `turn`, or spill it locally. Never raises (cancellation excepted)."""
+        try:
+            self._ensure_loaded()
+            if self._queue:  # a replay is pending: keep order behind it
+                self._spill(turn)
+                return
+            async with self._lock:
+                if self._queue:
+                    self._spill(turn)
+                    return
+                t0 = time.perf_counter()
+                try:
+                    await asyncio.wait_for(self.store.append(turn), self.write_timeout_s)
+                except asyncio.CancelledError:
+                    self._spill(turn)  # the caller went away mid-write: keep the turn (replay is idempotent)
+                    raise
+                except _UNAVAILABLE as exc:
+                    self._set_degraded(True, exc)
+                    self._spill(turn)
+                    return
+                except Exception:
+                    log.exception("history write of %s/%s failed unexpectedly; spilling it",
+                                  turn.session_id, turn.request_id)
+                    self._set_degraded(True, None)
+                    self._spill(turn)
+                    return
+                self._observe(time.perf_counter() - t0)
+                self._set_degraded(False)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("history record failed for %s/%s", getattr(turn, "session_id", "?"),
+                          getattr(turn, "request_id", "?"))
+
+    # internals
+    def _metric(self, name: str) -> Any:
+        return getattr(self.metrics, name, None) if self.metrics is not None else None
+
+    def _observe(self, seconds: float) -> None:
+        if (m := self._metric("history_write_seconds")) is not None:
+            m.observe(seconds)
+
+    def _set_degraded(self, value: bool, exc: BaseException | None = None) -> None:
+        if value and not self._degraded:
+            log.warning("history store unavailable (%s); spilling turns locally", exc or "error")
+        elif not value and self._degraded:
+            log.info("history store answering again")
+        self._degraded = value
+
+    def _gauge(self) -> None:
+        if (m := self._metric("history_spilled")) is not None:
+            m.set(len(self._queue))
+
+    def _spill(self, turn: Turn) -> None:
+        self._queue.append(turn)
+        if (m := self._metric("history_write_errors")) is not None:
+            m.inc()
+        self._append_line(turn)
+        self._enforce_bound()
+        self._gauge()
+        self._wake.set()
+
+    def _enforce_bound(self) -> None:
+        over = len(self._queue) - self.max_spill
+        if over <= 0:
+            return
+        for _ in range(over):
+            self._queue.popleft()
+        self._count_dropped(over)
+        if self._file_lines > 2 * self.max_spill:
+            self._rewrite_file()
+
+    def _count_dropped(self, n: int) -> None:
+        before = self._dropped
+        self._dropped += n
+        if (m := self._metric("history_dropped")) is not None:
+            m.inc(n)
+        if before == 0 or before // 1000 != self._dropped // 1000:
+            log.warning("history spill full (%d turns): dropped the oldest; %d dropped so far",
+                        self.max_spill, self._dropped)
+
+    # spill file
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self.spill_path is None:
+            return
+        loaded: list[Turn] = []
+        try:
+            with open(self.spill_path, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        loaded.append(Turn.from_dict(json.loads(line)))
+                    except (ValueError, TypeError) as exc:  # a torn last line after a crash
+                        log.warning("skipping unreadable line %d of %s: %s", n, self.spill_path, exc)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("cannot read history spill %s: %s", self.spill_path, exc)
+        if loaded:
+            log.warning("reloaded %d spilled turns from %s; replaying them", len(loaded), self.spill_path)
+        # Loaded turns are older than anything recorded by this instance: put them first.
+        self._queue.extendleft(reversed(loaded))
+        over = len(self._queue) - self.max_spill
+        if over > 0:
+            for _ in range(over):
+                self._queue.popleft()
+            self._count_dropped(over)
+        self._rewrite_file()
+        self._gauge()
+
+    def _open(self, mode: str) -> None:
+        assert self.spill_path is not None
+        self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.spill_path, mode, encoding="utf-8")  # noqa: SIM115 (kept open)
+
+    def _append_line(self, turn: Turn) -> None:
+        if self.spill_path is None:
+            return
+        try:
+            if self._file is None:
+                self._open("a")
+            assert self._file is not None
+            self._file.write(turn.to_json() + "\n")
+            self._file.flush()
+            self._file_lines += 1
+        except (OSError, TypeError, ValueError) as exc:
+            log.error("cannot write history spill %s: %s (turn kept in memory only)", self.spill_path, exc)
+
+    def _rewrite_file(self) -> None:
+        """Make the file hold exactly the queue (empty when drained)."""
+        if self.spill_path is None:
+            return
+        self._close_file()
+        try:
+            if not self._queue:
+                if self.spill_path.exists():
+                    self._open("w")
+                self._file_lines = 0
+                return
+            tmp = self.spill_path.with_name(self.spill_path.name + ".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                for turn in self._queue:
+                    f.write(turn.to_json() + "\n")
+            os.replace(tmp, self.spill_path)
+            self._file_lines = len(self._queue)
+            self._open("a")
+        except (OSError, TypeError, ValueError) as exc:
+            log.error("cannot rewrite history spill %s: %s", self.spill_path, exc)
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+    # replay
+    async def _replay_loop(self) -> None:
+        delay = self.retry_min_s
+        while True:
+            try:
+                delay = await self._replay_step(delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the task die: the spill would stop draining
+                log.exception("history replay step failed")
+                await asyncio.sleep(self.retry_max_s)
+
+    async def _replay_step(self, delay: float) -> float:
+        """Replay the oldest spilled turn (or wait for one); return the next backoff delay."""
+        if not self._queue:
+            self._wake.clear()
+            await self._wake.wait()
+            # a turn was just spilled because the store failed: give it a moment before retrying
+            await asyncio.sleep(self.retry_min_s)
+            return delay
+        head = self._queue[0]
+        t0 = time.perf_counter()
+        try:
+            await asyncio.wait_for(self.store.append(head), self.write_timeout_s)
+        except _UNAVAILABLE as exc:
+            self._set_degraded(True, exc)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            return min(delay * 2, self.retry_max_s)
+        except Exception:
+            # Not an outage but this turn (e.g. a value the store rejects): drop it rather than block the rest.
+            log.exception("dropping spilled turn %s/%s that the store rejects", head.session_id, head.request_id)
+            if self._queue and self._queue[0] is head:
+                self._queue.popleft()
+                self._count_dropped(1)
+            self._after_pop()
+            return delay
+        self._observe(time.perf_counter() - t0)
+        self._set_degraded(False)
+        if self._queue and self._queue[0] is head:  # it may have been dropped by the bound meanwhile
+            self._queue.popleft()
+            self._replayed += 1
+        self._after_pop()
+        return self.retry_min_s
+
+    def _after_pop(self) -> None:
+        if not self._queue:
+            self._rewrite_file()  # all replayed: empty the file
+            log.info("history spill drained (%d turns replayed so far)", self._replayed)
+        self._gauge()
