@@ -13,14 +13,33 @@ import re
 
 import numpy as np
 
+
+def _words(text: str) -> set[str]:
+    return set(text.split())
+
+
 WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf\U0001f000-\U0001f2ff]")
 EMOTICON = re.compile(r"(?::|;|=)-?[)(DPp/]|<3|\^\^|xD|XD")
 CONTRACTION = re.compile(r"\b\w+'(?:s|re|ve|ll|d|m|t)\b|\b(?:can|won|don|isn|aren|didn|doesn|wasn|weren)t\b", re.I)
 
-SLANG = set(["lol", "lmao", "lmfao", "rofl", "omg", "omfg", "wtf", "idk", "idc", "tbh", "btw", "imo", "imho", "ngl", "fr", "rn", "bc", "cuz", "coz", "cos", "gonna", "wanna", "gotta", "kinda", "sorta", "dunno", "ya", "yah", "yeah", "yep", "yup", "nah", "nope", "u", "ur", "r", "k", "kk", "ok", "okay", "yo", "dude", "bro", "bruh", "guys", "y'all", "yall", "thx", "thnx", "ty", "pls", "plz", "lemme", "gimme", "ain't", "aint", "wassup", "sup", "hey", "heya", "hiya", "haha", "hahaha", "hehe", "lil", "tho", "thru", "nvm", "smh", "af", "bday", "asap", "fyi", "jk", "xoxo", "meh", "ugh", "ooh", "oops", "whoa", "wow", "yay", "cool", "awesome", "stuff", "folks", "mate", "cheers", "tons", "gotcha", "totally", "super"])
-FORMAL_WORDS = set(["however", "therefore", "furthermore", "moreover", "nevertheless", "consequently", "accordingly", "regarding", "hereby", "herein", "thereof", "whereby", "pursuant", "notwithstanding", "additionally", "subsequently", "respectively", "approximately", "therein", "henceforth", "prior", "whom", "thus", "hence", "shall", "kindly", "sincerely", "regards", "dear", "madam", "sir", "request", "requested", "inform", "informed", "ensure", "assist", "assistance", "require", "required", "inquiry", "enquiry", "acknowledge", "appreciate", "regret", "apologise", "apologize", "convenience", "purchase", "receive", "received", "provide", "provided", "please", "note", "indicate", "indicated", "obtain", "commence", "concerning", "sufficient", "demonstrate", "facilitate", "utilize", "utilise", "regard", "whereas", "upon"])
+SLANG = _words("""
+lol lmao lmfao rofl omg omfg wtf idk idc tbh btw imo imho ngl fr rn bc cuz coz cos gonna wanna
+gotta kinda sorta dunno ya yah yeah yep yup nah nope u ur r k kk ok okay yo dude bro bruh guys
+y'all yall thx thnx ty pls plz lemme gimme ain't aint wassup sup hey heya hiya haha hahaha hehe
+lil tho thru nvm smh af bday asap fyi jk xoxo meh ugh ooh oops whoa wow yay cool awesome stuff
+folks mate cheers tons gotcha totally super
+""")
+FORMAL_WORDS = _words("""
+however therefore furthermore moreover nevertheless consequently accordingly regarding hereby
+herein thereof whereby pursuant notwithstanding additionally subsequently respectively
+approximately therein henceforth prior whom thus hence shall kindly sincerely regards dear
+madam sir request requested inform informed ensure assist assistance require required inquiry
+enquiry acknowledge appreciate regret apologise apologize convenience purchase receive received
+provide provided please note indicate indicated obtain commence concerning sufficient
+demonstrate facilitate utilize utilise regard whereas upon
+""")
 POLITE_PLEASE = {"please", "pls", "plz", "kindly"}
 GRATITUDE = re.compile(r"\b(thanks?|thank you|thx|ty|appreciate[ds]?|grateful|cheers)\b", re.I)
 APOLOGY = re.compile(r"\b(sorry|apologi[sz]e[sd]?|apologies|regret|my bad|excuse me|pardon)\b", re.I)
@@ -42,7 +61,12 @@ POSITIVE = re.compile(r"\b(happy|glad|love|lovely|great|wonderful|awesome|amazin
 EMPATHY = re.compile(r"\b(i understand|i know how|that must|must be|sorry to hear|frustrating|totally get|"
                      r"i hear you|don't worry|no worries|rest assured|we're here|i'm here|happy to help|"
                      r"here to help|feel free|take care|hang in there)\b", re.I)
-IMPERATIVE_VERBS = set(["send", "give", "tell", "fix", "stop", "do", "make", "check", "go", "look", "read", "update", "remove", "add", "use", "try", "provide", "submit", "enter", "click", "call", "contact", "wait", "restart", "retry", "reset", "follow", "see", "note", "ensure", "let", "get", "put", "take", "bring", "keep", "open", "close", "confirm", "fill", "select", "choose", "install", "delete", "return", "refer", "visit", "sign", "log", "reply", "respond", "allow", "expect"])
+IMPERATIVE_VERBS = _words("""
+send give tell fix stop do make check go look read update remove add use try provide submit
+enter click call contact wait restart retry reset follow see note ensure let get put take bring
+keep open close confirm fill select choose install delete return refer visit sign log reply
+respond allow expect
+""")
 FIRST_SINGULAR = {"i", "me", "my", "mine", "myself", "i'm", "i've", "i'll", "i'd"}
 FIRST_PLURAL = {"we", "us", "our", "ours", "we're", "we've", "we'll", "we'd"}
 SECOND = {"you", "your", "yours", "yourself", "you're", "you've", "you'll", "you'd", "u", "ur"}
@@ -61,7 +85,10 @@ FEATURE_NAMES = [
     "second_start", "pronoun_rate", "fragment_rate", "code_rate", "status_line", "digit_rate", "stopword_free",
 ]
 
-STOPWORDS = set(["the", "a", "an", "of", "to", "in", "on", "for", "and", "or", "but", "is", "are", "was", "were", "be", "been", "being", "it", "this", "that", "with", "as", "at", "by", "from", "if", "then", "so", "not", "no", "do", "does", "did", "have", "has", "had", "will", "would", "can", "could", "should"])
+STOPWORDS = _words("""
+the a an of to in on for and or but is are was were be been being it this that with as at by
+from if then so not no do does did have has had will would can could should
+""")
 
 
 def _sq(count: float) -> float:

@@ -55,7 +55,7 @@ def test_put_get_score_delete(admin):
 
 @pytest.mark.parametrize(("body", "status"), [
     ({"exemplars": EXEMPLARS[:4]}, 400),
-    ({"exemplars": EXEMPLARS + [""]}, 400),
+    ({"exemplars": [*EXEMPLARS, ""]}, 400),
     ({"exemplars": EXEMPLARS, "target": {"formality": 2}}, 400),
     ({"exemplars": EXEMPLARS, "target": {"spice": 0.3}}, 400),
 ])

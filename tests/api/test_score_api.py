@@ -68,7 +68,7 @@ def test_stream_final_chunk_carries_tone(client):
     with client.stream("POST", "/v1/chat/completions", json={
             "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "stream": True}) as r:
         chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
-    final = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]][0]
+    final = next(c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"])
     assert "tone" in final and "label" in final["tone"]
 
 
