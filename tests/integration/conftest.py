@@ -1,0 +1,172 @@
+"""Fixtures for the store integration tests: a real Redis (db 13, a unique key prefix per test, keys removed after),
+a throwaway redis-server we can kill and restart, and a parametrized store factory ("redis" | "sqlite")."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from app.store.base import SessionStore
+from app.store.redis_store import RedisStore
+from app.store.sqlite_store import SQLiteStore
+
+TEST_DB = 13
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+class RedisServer:
+    """A redis-server of our own on a fixed port: start/kill/stop/cont it to simulate outages."""
+
+    def __init__(self, port: int, workdir: Path, persistent: bool = True):
+        self.port = port
+        self.workdir = workdir
+        self.persistent = persistent
+        self.proc: subprocess.Popen | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 5.0) -> None:
+        # Persistence lets the history written before a crash survive the restart, as a production Redis would
+        # (AOF with fsync always: every acknowledged write is on disk). Without it the restart comes back empty.
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *durability,
+               "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see {self.workdir}/redis.log")
+            if _answers(self.url):
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"redis-server on port {self.port} did not answer")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # in case it was paused
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[Callable[..., RedisServer]]:
+    """Factory: redis_server(persistent=True) -> a started RedisServer; all are killed at teardown."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server binary not installed")
+    servers: list[RedisServer] = []
+
+    def make(persistent: bool = True) -> RedisServer:
+        server = RedisServer(free_port(), tmp_path / f"redis-{len(servers)}", persistent)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The shared test Redis, db 13: $TONEWATCH_TEST_REDIS_URL, else 127.0.0.1:6379, else a redis-server we start."""
+    url = os.environ.get("TONEWATCH_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{TEST_DB}")
+    if _answers(url):
+        yield url
+        return
+    if shutil.which("redis-server") is None:
+        pytest.skip(f"no Redis at {url} and no redis-server binary to start one")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(free_port(), Path(tmp), persistent=False)
+        server.start()
+        try:
+            yield f"redis://127.0.0.1:{server.port}/{TEST_DB}"
+        finally:
+            server.kill()
+
+
+def cleanup_prefix(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_url) -> Iterator[str]:
+    """A key prefix unique to this test; its keys are deleted afterwards."""
+    prefix = f"twtest:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    cleanup_prefix(redis_url, prefix)
+
+
+class Backend:
+    """Opens stores of one kind over the same data (same Redis prefix or SQLite file); closes them at teardown."""
+
+    def __init__(self, kind: str, opener: Callable[..., SessionStore]):
+        self.kind = kind
+        self._opener = opener
+        self.opened: list[SessionStore] = []
+
+    def open(self, **kw: Any) -> SessionStore:
+        store = self._opener(**kw)
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+async def backend(request, tmp_path) -> AsyncIterator[Backend]:
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+        b = Backend("redis", lambda **kw: RedisStore(url, prefix=prefix, **kw))
+    else:
+        path = tmp_path / "history.db"
+        b = Backend("sqlite", lambda **kw: SQLiteStore(path, **kw))
+    yield b
+    for store in b.opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(backend) -> SessionStore:
+    return backend.open()
