@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     adapter_root: Path = Field(REPO_ROOT / "models" / "adapters")
     redis_url: str | None = None
     db_path: Path = Field(REPO_ROOT / "tonewatch.db")
+    history_max_turns: int = Field(1000, ge=1, description="Turns kept per session (oldest trimmed).")
+    history_ttl_s: int = Field(7 * 86400, ge=60, description="Redis: a session expires this long after its last turn.")
+    history_prompt_chars: int = Field(2000, ge=0, description="Prompt characters stored per turn; 0 stores none.")
+    history_redact: bool = Field(False, description="Mask e-mail addresses and long numbers in stored text.")
+    spill_path: Path | None = Field(None, description="Local spill file for turns while the store is down.")
+    max_spill: int = Field(10_000, ge=1, description="Spilled turns kept before the oldest are dropped.")
     default_persona: str | None = Field(None, description="Persona responses are judged against when none is named.")
     log_level: str = "info"
 

@@ -73,6 +73,10 @@ class EngineUnavailable(TonewatchError):
     status, type, code = 503, "server_error", "engine_unavailable"
 
 
+class StoreDown(TonewatchError):
+    status, type, code = 503, "server_error", "store_unavailable"
+
+
 def error_body(message: str, type_: str, code: str, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "code": code, "param": param}}
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import chat, health, personas, score
+from app.api import chat, health, personas, score, sessions
 from app.api.middleware import BodyLimitAndMetrics
 from app.config import Settings
 from app.engine.provision import load_base_model, pick_device, resolve_base_model
@@ -18,8 +18,11 @@ from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.scoring.scorer import ToneScorer
 from app.services.chat import ChatService
+from app.services.history import HistoryService
 from app.services.tone import ToneService
 from app.state import AppState
+from app.store.base import StoreUnavailable, open_store
+from app.store.spill import ResilientHistory
 
 log = logging.getLogger("tonewatch")
 
@@ -38,11 +41,36 @@ async def build_state(settings: Settings) -> AppState:
     engine.start()
     chat_service = ChatService(settings, engine, tokenizer, source.name)
     scorer = await asyncio.to_thread(ToneScorer.load, metrics)
-    tone = ToneService(scorer, store=None, default_persona=settings.default_persona)
+    store = open_store(settings.redis_url, settings.db_path, max_turns=settings.history_max_turns,
+                       ttl_s=settings.history_ttl_s)
+    spill = ResilientHistory(store, settings.spill_path or settings.db_path.with_suffix(".spill.jsonl"),
+                             max_spill=settings.max_spill, metrics=metrics)
+    await spill.start()
+    history = await asyncio.to_thread(
+        HistoryService, store, spill, metrics, prompt_chars=settings.history_prompt_chars,
+        redact_text=settings.history_redact)
+    tone = ToneService(scorer, store=store, default_persona=settings.default_persona, history=history)
+    try:
+        await tone.restore_personas()
+    except StoreUnavailable:
+        log.warning("store unavailable at start-up: API-defined personas not restored yet")
     chat_service.finishers.append(tone.chat_finisher)
     log.info("serving %s on %s", source.name, device)
-    return AppState(settings=settings, metrics=metrics, engine=engine, chat=chat_service, tone=tone,
-                    base_name=source.name, started_at=time.time())
+    state = AppState(settings=settings, metrics=metrics, engine=engine, chat=chat_service, tone=tone,
+                     store=store, history=history, base_name=source.name, started_at=time.time())
+    # a store outage degrades (history spills locally) but does not stop serving
+    state.degraded_checks["store"] = _store_check(store, spill)
+    return state
+
+
+def _store_check(store, spill: ResilientHistory):
+    async def check() -> str | None:
+        await store.ping()
+        if spill.spilled:
+            return f"{spill.spilled} turns waiting in the local spill"
+        return None
+
+    return check
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -56,6 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.tw = None
             await asyncio.to_thread(state.engine.stop)
             state.tone.scorer.close()
+            await state.history.history.stop()
+            await state.store.close()
 
     app = FastAPI(title="Tonewatch", version="0.1.0", lifespan=lifespan)
     app.state.tw = None
@@ -64,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(score.router)
     app.include_router(personas.router)
+    app.include_router(sessions.router)
     app.add_middleware(
         BodyLimitAndMetrics,
         max_body_bytes=settings.max_body_bytes,

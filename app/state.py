@@ -10,7 +10,9 @@ from app.config import Settings
 from app.engine.worker import Engine
 from app.metrics import Metrics
 from app.services.chat import ChatService
+from app.services.history import HistoryService
 from app.services.tone import ToneService
+from app.store.base import SessionStore
 
 # A readiness check returns None when healthy, else a reason; `degraded` ones don't make /readyz fail.
 ReadinessCheck = Callable[[], Awaitable[str | None]]
@@ -23,6 +25,8 @@ class AppState:
     engine: Engine
     chat: ChatService
     tone: ToneService
+    store: SessionStore
+    history: HistoryService
     base_name: str
     started_at: float
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)

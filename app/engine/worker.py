@@ -48,6 +48,7 @@ class DoneEvent:
     queue_s: float
     ttft_s: float
     total_s: float
+    request_id: str = ""
 
 
 @dataclass
@@ -375,6 +376,7 @@ class Engine:
             text=row.assembler.text, finish_reason=reason,
             prompt_tokens=len(row.handle.request.prompt_ids), completion_tokens=row.n_generated,
             queue_s=row.admitted - created, ttft_s=(row.first_token or now) - created, total_s=now - created,
+            request_id=row.handle.request.request_id,
         ))
 
     def _remove(self, lane: _Lane, indices: list[int]) -> None:

@@ -26,9 +26,9 @@ from app.schemas.chat import (
     Usage,
 )
 
-# Called after generation with (request, served model name, adapter, final event); returns extension fields
-# (tone, drift) for the response. Set by the scoring/history layers; None means plain OpenAI responses.
-Finisher = Callable[[ChatCompletionRequest, str, str | None, DoneEvent], Awaitable[dict[str, Any]]]
+# Called in order after generation with (request, served model name, adapter, final event, extension fields so
+# far); returns more extension fields (tone, then drift). No finishers means plain OpenAI responses.
+Finisher = Callable[[ChatCompletionRequest, str, str | None, DoneEvent, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 @dataclass
@@ -100,7 +100,7 @@ class ChatService:
     async def _extensions(self, req: ChatCompletionRequest, target: Target, done: DoneEvent) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         for finisher in self.finishers:
-            extra.update(await finisher(req, target.model, target.adapter, done))
+            extra.update(await finisher(req, target.model, target.adapter, done, extra))
         return extra
 
     async def complete(self, req: ChatCompletionRequest, target: Target) -> ChatCompletion:

@@ -7,11 +7,13 @@ import logging
 from typing import Any, Protocol
 
 from app.engine.worker import DoneEvent
-from app.errors import Conflict
+from app.errors import Conflict, StoreDown
 from app.schemas.chat import ChatCompletionRequest
 from app.schemas.score import PersonaBody, ScoreRequest
 from app.scoring.personas import Persona
 from app.scoring.scorer import ToneScorer
+from app.services.history import HistoryService, TurnInput
+from app.store.base import StoreUnavailable
 
 log = logging.getLogger("tonewatch.tone")
 
@@ -23,10 +25,12 @@ class PersonaStore(Protocol):
 
 
 class ToneService:
-    def __init__(self, scorer: ToneScorer, store: PersonaStore | None, default_persona: str | None = None):
+    def __init__(self, scorer: ToneScorer, store: PersonaStore | None, default_persona: str | None = None,
+                 history: HistoryService | None = None):
         self.scorer = scorer
         self.store = store
         self.default_persona = default_persona
+        self.history = history
 
     async def restore_personas(self) -> None:
         """API-defined personas persist in the store; a broken one is logged and skipped, not fatal."""
@@ -48,16 +52,31 @@ class ToneService:
         return self.default_persona
 
     async def score_request(self, body: ScoreRequest, adapter: str) -> list[dict[str, Any]]:
-        return await self.scorer.score(body.texts, persona=body.persona, adapter=adapter,
-                                       include_embedding=body.include_embedding)
+        results = await self.scorer.score(body.texts, persona=body.persona, adapter=adapter,
+                                          include_embedding=body.include_embedding)
+        if body.session_id and self.history is not None:
+            persona = self.scorer.get_persona(body.persona)
+            for text, result in zip(body.texts, results, strict=True):  # a batch is consecutive turns
+                tone = {k: v for k, v in result.items() if k != "style_embedding"}
+                result["drift"] = await self.history.observe(TurnInput(
+                    session_id=body.session_id, adapter=adapter, persona=persona, prompt=None, response=text,
+                    tone=tone))
+        return results
 
     async def chat_finisher(self, req: ChatCompletionRequest, model: str, adapter: str | None,
-                            done: DoneEvent) -> dict[str, Any]:
+                            done: DoneEvent, extra: dict[str, Any]) -> dict[str, Any]:
         if not done.text.strip():
             return {}
-        persona = self.persona_for(req.persona, adapter)
-        [report] = await self.scorer.score([done.text], persona=persona, adapter=adapter or "base")
-        return {"tone": report}
+        persona_name = self.persona_for(req.persona, adapter)
+        [report] = await self.scorer.score([done.text], persona=persona_name, adapter=adapter or "base")
+        out: dict[str, Any] = {"tone": report}
+        if req.session_id and self.history is not None:
+            out["drift"] = await self.history.observe(TurnInput(
+                session_id=req.session_id, adapter=adapter or "base", persona=self.scorer.get_persona(persona_name),
+                prompt=req.messages[-1].text(), response=done.text, tone=report, request_id=done.request_id,
+                latency={"queue_s": round(done.queue_s, 4), "ttft_s": round(done.ttft_s, 4),
+                         "total_s": round(done.total_s, 4), "tokens": done.completion_tokens}))
+        return out
 
     async def put_persona(self, name: str, body: PersonaBody) -> Persona:
         existing = self.scorer.personas.get(name)
@@ -67,7 +86,10 @@ class ToneService:
         persona = await self.scorer.build_persona(
             Persona(name=name, exemplars=body.exemplars, description=body.description, target=target, source="api"))
         if self.store is not None:
-            await self.store.put_persona(name, persona.definition())
+            try:
+                await self.store.put_persona(name, persona.definition())
+            except StoreUnavailable as exc:
+                raise StoreDown("persona store is unavailable; nothing was changed, retry later") from exc
         self.scorer.personas[name] = persona
         return persona
 
@@ -77,5 +99,8 @@ class ToneService:
         if persona.source == "file":
             raise Conflict(f"persona {name!r} ships with the service and cannot be deleted")
         if self.store is not None:
-            await self.store.delete_persona(name)
+            try:
+                await self.store.delete_persona(name)
+            except StoreUnavailable as exc:
+                raise StoreDown("persona store is unavailable; nothing was changed, retry later") from exc
         del self.scorer.personas[name]

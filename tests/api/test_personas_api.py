@@ -70,3 +70,12 @@ def test_shipped_personas_are_protected(admin):
     assert admin.delete("/admin/personas/support-formal", headers=AUTH).status_code == 409
     assert admin.put("/admin/personas/support-formal", headers=AUTH, json={"exemplars": EXEMPLARS}).status_code == 409
     assert admin.put("/admin/personas/bad name", headers=AUTH, json={"exemplars": EXEMPLARS}).status_code in (400, 404)
+
+
+def test_api_personas_survive_a_restart(settings):
+    with TestClient(create_app(settings)) as first:
+        assert first.put("/admin/personas/keeper", headers=AUTH, json={"exemplars": EXEMPLARS}).status_code == 200
+    with TestClient(create_app(settings)) as second:
+        restored = second.get("/admin/personas/keeper", headers=AUTH)
+        assert restored.status_code == 200 and restored.json()["exemplars"] == EXEMPLARS
+        second.delete("/admin/personas/keeper", headers=AUTH)
