@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from bench import serving
+from bench import drift, serving
 
-SECTIONS = {"serving": serving.run}
+SECTIONS = {"serving": serving.run, "drift": drift.run}
 
 
 def main(argv: list[str]) -> int:

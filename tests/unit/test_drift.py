@@ -101,7 +101,7 @@ def test_calibrated_cusum_threshold_matches_theory_and_monte_carlo():
 
 
 def test_combined_limits_give_target_arl():
-    h, limit = thresholds()
+    h, limit = thresholds(DriftParams(k_ref=0.5, arl0=1000.0))
     assert (h, limit) == calibrate_limits(0.5, 0.3, 1000)
     assert h > calibrate_threshold(0.5, 1000)  # sharing the false-alarm budget with the EWMA raises h
     assert empirical_arl(Cusum(0.5, h, 0.3, limit), normal_draw) == pytest.approx(1000, rel=0.3)
