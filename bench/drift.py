@@ -40,7 +40,7 @@ def run(seed: int = 7, stable_turns: int = 500, switch_streams: int = 100, switc
     defaults = drift.DriftParams()
     params = drift.DriftParams(arl0=arl0 or defaults.arl0, k_ref=k_ref or defaults.k_ref)
     scored: dict[tuple[str, str], list] = {}
-    for persona_key, persona_name, _ in PAIRS:
+    for _, persona_name, _ in PAIRS:
         persona = scorer.personas[persona_name]
         for style, texts in responses.items():
             if (style, persona_name) in scored:

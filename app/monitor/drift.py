@@ -29,21 +29,22 @@ Per-turn statistic (``standardized_statistic``)
 Detectors
     * CUSUM: ``S_t = min(max(0, S_{t-1} + s_t - k_ref), 2h)``; fires when ``S_t > h``. ``k_ref`` = 1.0 (z units)
       is tuned to detect a sustained shift of about 2 standard deviations fastest (a persona switch moves the
-      statistic by 2-4; bench/drift.py measured 1.0 faster than 0.5 at equal false-alarm rate); the cap at ``2h`` bounds the
-      recovery time after a long drift (about ``h / k_ref`` in-control turns) and never matters before an alarm.
+      statistic by 2-4; bench/drift.py measured 1.0 faster than 0.5 at equal false-alarm rate); the cap at
+      ``2h`` bounds the recovery time after a long drift (about ``h / k_ref`` in-control turns) and never matters before an alarm.
     * EWMA: ``e_t = lambda * s_t + (1 - lambda) * e_{t-1}`` (``lambda`` = 0.3); exported as the drift ``score``
       (z units: about 0 in persona, positive when drifting); fires when ``e_t > L``.
 
 Calibration (no magic constants)
     ``arl0`` (default 5000) is the in-control average run length of the combined alarm: a stream that stays in
-    persona raises on average one false alarm per ~5000 turns (so 500 stable turns almost never alarm). ``h`` and ``L`` are chosen by Monte Carlo (a
-    vectorized numpy simulation of many in-control streams, < 1 s, cached per parameter set) so that each
+    persona raises on average one false alarm per ~5000 turns (so 500 stable turns almost never alarm).
+    ``h`` and ``L`` are chosen by Monte Carlo (a vectorized numpy simulation of many in-control streams, < 1 s, cached per parameter set) so that each
     detector alone has the same ARL ``A`` and the union "CUSUM or EWMA" has ARL ``arl0``. The in-control
     ``s_t`` is simulated as N(0, 1) clipped at ``S_CAP`` (the law implied by the construction above), or
     bootstrapped from observed in-persona statistics when ``null_samples`` are given.
     ``calibrate_threshold`` gives the CUSUM-alone threshold for a target ARL; with the defaults the combined
     scheme uses ``h`` ~ 3.65 and ``L`` ~ 1.51 (see ``thresholds``); the CUSUM alone at ARL 5000 would use
-    h ~ 3.47. (For k_ref 0.5, ARL 1000: h ~ 5.03 alone, Siegmund's approximation gives 5.06.) The first call costs ~0.3 s: pre-warm at startup.
+    h ~ 3.47. (For k_ref 0.5, ARL 1000: h ~ 5.03 alone; Siegmund's approximation gives 5.06.)
+    The first call costs ~0.3 s: pre-warm at startup.
 
 Alert latch
     Once a detector fires, ``alert`` stays true (and ``detector`` names the one that fired first, "cusum" or
