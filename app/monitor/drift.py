@@ -30,15 +30,16 @@ Detectors
     * CUSUM: ``S_t = min(max(0, S_{t-1} + s_t - k_ref), 2h)``; fires when ``S_t > h``. ``k_ref`` = 1.0 (z units)
       is tuned to detect a sustained shift of about 2 standard deviations fastest (a persona switch moves the
       statistic by 2-4; bench/drift.py measured 1.0 faster than 0.5 at equal false-alarm rate); the cap at
-      ``2h`` bounds the recovery time after a long drift (about ``h / k_ref`` in-control turns) and never matters before an alarm.
+      ``2h`` bounds the recovery time after a long drift (about ``h / k_ref`` in-control turns) and never
+      matters before an alarm.
     * EWMA: ``e_t = lambda * s_t + (1 - lambda) * e_{t-1}`` (``lambda`` = 0.3); exported as the drift ``score``
       (z units: about 0 in persona, positive when drifting); fires when ``e_t > L``.
 
 Calibration (no magic constants)
     ``arl0`` (default 5000) is the in-control average run length of the combined alarm: a stream that stays in
     persona raises on average one false alarm per ~5000 turns (so 500 stable turns almost never alarm).
-    ``h`` and ``L`` are chosen by Monte Carlo (a vectorized numpy simulation of many in-control streams, < 1 s, cached per parameter set) so that each
-    detector alone has the same ARL ``A`` and the union "CUSUM or EWMA" has ARL ``arl0``. The in-control
+    ``h`` and ``L`` are chosen by Monte Carlo (a vectorized numpy simulation of many in-control streams,
+    < 1 s, cached per parameter set) so that each detector alone has the same ARL ``A`` and the union "CUSUM or EWMA" has ARL ``arl0``. The in-control
     ``s_t`` is simulated as N(0, 1) clipped at ``S_CAP`` (the law implied by the construction above), or
     bootstrapped from observed in-persona statistics when ``null_samples`` are given.
     ``calibrate_threshold`` gives the CUSUM-alone threshold for a target ARL; with the defaults the combined
