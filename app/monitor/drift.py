@@ -40,7 +40,8 @@ Calibration (no magic constants)
     persona raises on average one false alarm per ~5000 turns (so 500 stable turns almost never alarm).
     ``h`` and ``L`` are chosen by Monte Carlo (a vectorized numpy simulation of many in-control streams,
     < 1 s, cached per parameter set) so that each detector alone has the same ARL ``A`` and the union
-    "CUSUM or EWMA" has ARL ``arl0``. The in-control ``s_t`` is simulated as N(0, 1) clipped at ``S_CAP`` (the law implied by the construction above), or
+    "CUSUM or EWMA" has ARL ``arl0``. The in-control ``s_t`` is simulated as N(0, 1) clipped at ``S_CAP``
+    (the law implied by the construction above), or
     bootstrapped from observed in-persona statistics when ``null_samples`` are given.
     ``calibrate_threshold`` gives the CUSUM-alone threshold for a target ARL; with the defaults the combined
     scheme uses ``h`` ~ 3.65 and ``L`` ~ 1.51 (see ``thresholds``); the CUSUM alone at ARL 5000 would use
