@@ -111,7 +111,10 @@ def _file_inside(root_resolved: Path, folder: Path, filename: str, relative: str
     path = folder / filename
     if not path.exists() and not path.is_symlink():
         return None
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as e:  # symlink loops
+        raise InvalidAdapterError(f"{relative}/{filename} cannot be resolved: {e}") from e
     if not resolved.is_relative_to(root_resolved):
         raise InvalidAdapterError(f"{relative}/{filename} is a symlink that resolves outside the adapter root")
     if not resolved.is_file():
@@ -133,24 +136,30 @@ def base_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """name → original module, as PEFT sees names on the un-adapted model ('model.layers.0.self_attn.q_proj'). PEFT
     wrappers (LoRA layers, modules_to_save, trainable tokens) are collapsed to the module they wrap and their internals
     (lora_A.<adapter>, base_layer, ...) are dropped."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-    from peft.utils.other import AuxiliaryTrainingWrapper
-
     inner = _unwrap_model(model)
     out: dict[str, torch.nn.Module] = {}
     skip: list[str] = []
-    for name, module in inner.named_modules():
-        if any(name.startswith(p) for p in skip):
+    for name, raw in inner.named_modules():
+        if not name or any(name.startswith(p) for p in skip):
             continue
-        if isinstance(module, AuxiliaryTrainingWrapper):
-            module = module.original_module
-        if isinstance(module, BaseTunerLayer):
-            module = module.get_base_layer()
-        if module is not None and name:
+        module = _original(raw)
+        if module is not None:
             out[name] = module
-        if name and module is not inner.get_submodule(name):
+        if module is not raw:  # a PEFT wrapper: its children are adapter internals
             skip.append(name + ".")
     return out
+
+
+def _original(module: torch.nn.Module | None) -> torch.nn.Module | None:
+    """The module a PEFT wrapper (LoRA/LoHa/... layer, modules_to_save, trainable tokens) stands in for."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    if isinstance(module, AuxiliaryTrainingWrapper):
+        module = module.original_module
+    if isinstance(module, BaseTunerLayer):
+        module = module.get_base_layer()
+    return module
 
 
 def _features(module: torch.nn.Module) -> tuple[int, int, str] | None:
@@ -218,6 +227,22 @@ def _pattern_value(pattern: dict, module: str, default):
     return pattern.get(key, default)
 
 
+def _lora_variants(config: dict) -> list[str]:
+    """LoRA variants other than DoRA that the config enables, read from PEFT's own LoraConfig field metadata."""
+    import dataclasses
+
+    from peft import LoraConfig
+
+    found = []
+    for f in dataclasses.fields(LoraConfig):
+        value = config.get(f.name)
+        if f.metadata.get("is_lora_variant") and f.name != "use_dora" and value:
+            found.append(f.name)
+        elif isinstance(value, str) and value in (f.metadata.get("lora_variants") or ()):
+            found.append(f"{f.name}={value}")
+    return found
+
+
 def _rank_and_alpha(peft_type: str, config: dict) -> tuple[int | None, float | None]:
     if peft_type == "IA3":
         return None, None
@@ -264,12 +289,11 @@ def _resolve_targets(config: dict, modules: dict[str, torch.nn.Module], model: t
         out_emb = None
         get_out = getattr(_unwrap_model(model), "get_output_embeddings", None)
         if callable(get_out):
-            out_emb = get_out()
-            out_emb = getattr(out_emb, "original_module", out_emb)
-        matcher = _target_matcher(config, [])
-        matched = {n for n, m in modules.items()
-                   if _features(m) is not None and _features(m)[2] != "embedding" and m is not out_emb}
-        matched = {n for n in matched if not _excluded(matcher, n)}
+            out_emb = _original(get_out())
+        linear = {n for n, m in modules.items()
+                  if _features(m) is not None and _features(m)[2] != "embedding" and m is not out_emb}
+        # the expanded list still goes through exclude_modules / modules_to_save / layers_to_transform, as in PEFT
+        matched = {n for n in linear if _matches(_target_matcher(config, [n]), n)}
         listed = sorted({n.rsplit(".", 1)[-1] for n in matched})
     elif isinstance(targets, str):
         matched = {n for n in modules if _matches(_target_matcher(config, targets), n)}
@@ -291,13 +315,6 @@ def _resolve_targets(config: dict, modules: dict[str, torch.nn.Module], model: t
                 f"target module {name!r} is a {type(modules[name]).__name__}; only Linear, Conv1D and Embedding "
                 "layers can be adapted")
     return matched, listed
-
-
-def _excluded(matcher: SimpleNamespace, name: str) -> bool:
-    from peft.tuners.tuners_utils import _ExcludedModule, check_target_module_exists
-
-    probe = SimpleNamespace(**{**vars(matcher), "target_modules": [name]})
-    return isinstance(check_target_module_exists(probe, name), _ExcludedModule)
 
 
 def _name_matches_list(name: str, entries) -> bool:
@@ -349,7 +366,8 @@ def _open_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _shape_error(module: str, part: str, got, expected) -> InvalidAdapterError:
     return InvalidAdapterError(
-        f"tensor {part} for module {module!r} has shape {list(got)} but the base model needs {list(expected)} "
+        f"tensor {part} for module {module!r} has shape {list(got)} but the base model and config need "
+        f"{list(expected)} "
         "(was the adapter trained for a different base model?)")
 
 
@@ -549,8 +567,13 @@ def inspect_adapter(root: Path, relative: str, name: str, base_model: torch.nn.M
     if rank is not None and rank > max_rank:
         raise InvalidAdapterError(f"adapter rank {rank} is above the limit of {max_rank}")
     use_dora = bool(config.get("use_dora")) and peft_type == "LORA"
-    if peft_type == "LORA" and config.get("lora_bias"):
-        raise InvalidAdapterError("LoRA adapters with lora_bias=True are not supported")
+    if peft_type == "LORA":
+        if config.get("lora_bias"):
+            raise InvalidAdapterError("LoRA adapters with lora_bias=True are not supported")
+        variants = _lora_variants(config)
+        if variants:
+            raise InvalidAdapterError(
+                f"LoRA variant(s) {', '.join(variants)} are not supported (plain LoRA and DoRA are)")
     kind = "dora" if use_dora else peft_type.lower()
 
     modules = base_modules(base_model)
