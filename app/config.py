@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024)
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin; unset disables admin.")
     adapter_root: Path = Field(REPO_ROOT / "models" / "adapters")
+    default_adapter: str | None = Field(None, description="Adapter active at start-up (else the manifest's default).")
+    max_adapter_rank: int = Field(64, ge=1)
+    max_adapter_mb: float = Field(64.0, gt=0)
+    adapter_unload_timeout_s: float = Field(30.0, gt=0, description="How long an unload waits for in-flight rows.")
     redis_url: str | None = None
     db_path: Path = Field(REPO_ROOT / "tonewatch.db")
     history_max_turns: int = Field(1000, ge=1, description="Turns kept per session (oldest trimmed).")

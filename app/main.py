@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import chat, health, personas, score, sessions
+from app.api import adapters, chat, health, personas, score, sessions
 from app.api.middleware import BodyLimitAndMetrics
 from app.config import Settings
+from app.engine.adapters import AdapterRegistry
 from app.engine.provision import load_base_model, pick_device, resolve_base_model
 from app.engine.worker import Engine
 from app.errors import install_error_handlers
@@ -40,6 +41,13 @@ async def build_state(settings: Settings) -> AppState:
     )
     engine.start()
     chat_service = ChatService(settings, engine, tokenizer, source.name)
+    registry = AdapterRegistry(engine, metrics, settings.adapter_root, source.name,
+                               max_rank=settings.max_adapter_rank, max_bytes=int(settings.max_adapter_mb * 2**20),
+                               unload_timeout_s=settings.adapter_unload_timeout_s)
+    chat_service.resolve_target = registry.resolve
+    chat_service.list_adapters = registry.names
+    chat_service.finishers.append(registry.count_served)
+    startup_errors = await registry.load_startup(settings.default_adapter)
     scorer = await asyncio.to_thread(ToneScorer.load, metrics)
     store = open_store(settings.redis_url, settings.db_path, max_turns=settings.history_max_turns,
                        ttl_s=settings.history_ttl_s)
@@ -57,7 +65,9 @@ async def build_state(settings: Settings) -> AppState:
     chat_service.finishers.append(tone.chat_finisher)
     log.info("serving %s on %s", source.name, device)
     state = AppState(settings=settings, metrics=metrics, engine=engine, chat=chat_service, tone=tone,
-                     store=store, history=history, base_name=source.name, started_at=time.time())
+                     store=store, history=history, adapters=registry, base_name=source.name,
+                     started_at=time.time())
+    state.extras["adapter_startup_errors"] = startup_errors
     # a store outage degrades (history spills locally) but does not stop serving
     state.degraded_checks["store"] = _store_check(store, spill)
     return state
@@ -95,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(score.router)
     app.include_router(personas.router)
     app.include_router(sessions.router)
+    app.include_router(adapters.router)
     app.add_middleware(
         BodyLimitAndMetrics,
         max_body_bytes=settings.max_body_bytes,

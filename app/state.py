@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.config import Settings
+from app.engine.adapters import AdapterRegistry
 from app.engine.worker import Engine
 from app.metrics import Metrics
 from app.services.chat import ChatService
@@ -27,6 +28,7 @@ class AppState:
     tone: ToneService
     store: SessionStore
     history: HistoryService
+    adapters: AdapterRegistry
     base_name: str
     started_at: float
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)

@@ -26,7 +26,7 @@ from transformers import DynamicCache
 from app.engine import kv
 from app.engine.sampling import SamplingParams, choose_tokens, make_generator
 from app.engine.text import TextAssembler
-from app.errors import EngineUnavailable, QueueFull, QueueTimeout
+from app.errors import EngineUnavailable, ModelNotFound, QueueFull, QueueTimeout
 from app.metrics import Metrics
 
 log = logging.getLogger("tonewatch.engine")
@@ -134,6 +134,7 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
         # adapters PEFT cannot run inside a mixed batch; set by the adapter registry on the worker thread
         self.unmixable: set[str] = set()
+        self.adapters_present: set[str] = set()  # installed in the model; changed only on this thread
         self.peft_active = False
         self._pending: deque[RequestHandle] = deque()
         self._control: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
@@ -258,6 +259,11 @@ class Engine:
         for handle in self._take_pending():
             waited = now - handle.created
             if handle.cancelled:
+                continue
+            adapter = handle.request.adapter
+            if adapter is not None and adapter not in self.adapters_present:
+                # unloaded between routing and admission: refuse this row, never break the batch
+                handle.emit(ErrorEvent(ModelNotFound(f"model {adapter!r} was unloaded", param="model")))
                 continue
             if waited > self.request_timeout_s:
                 handle.emit(ErrorEvent(QueueTimeout(f"request waited {waited:.1f}s in the queue; server overloaded")))

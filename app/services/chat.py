@@ -9,10 +9,10 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from app.config import Settings
+from app.engine.adapters import Target
 from app.engine.sampling import SamplingParams
 from app.engine.worker import DoneEvent, Engine, ErrorEvent, GenerationRequest, RequestHandle, TokenEvent
 from app.errors import InvalidRequest, ModelNotFound, PromptTooLong
@@ -29,14 +29,6 @@ from app.schemas.chat import (
 # Called in order after generation with (request, served model name, adapter, final event, extension fields so
 # far); returns more extension fields (tone, then drift). No finishers means plain OpenAI responses.
 Finisher = Callable[[ChatCompletionRequest, str, str | None, DoneEvent, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-@dataclass
-class Target:
-    """What serves a request: the public model name and the adapter (None = base weights)."""
-
-    model: str
-    adapter: str | None
 
 
 class ChatService:

@@ -1,0 +1,245 @@
+"""Adapter registry: validate -> install on the engine worker -> route requests by name -> unload when idle.
+
+Every change of the model happens on the engine's worker thread (Engine.call), between decode steps, so no
+forward pass ever sees a half-installed adapter. A failed load is rolled back (PEFT can leave half-registered
+adapters behind), leaving the registry, the active adapter and the model exactly as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.engine.adapter_files import AdapterSpec, InvalidAdapterError, inspect_adapter, validate_name
+from app.engine.profile import profile_adapter
+from app.engine.worker import Engine
+from app.errors import Conflict, InvalidAdapter, ModelNotFound, NotFound
+from app.metrics import Metrics
+
+log = logging.getLogger("tonewatch.adapters")
+DEFAULT_ALIAS = "default"
+# PEFT can hold several adapters of one tuner type in one model; LoRA (with DoRA and per-module ranks) is the
+# type we serve. Other validated types are refused with a clear reason rather than served wrongly.
+SERVED_PEFT_TYPES = {"LORA"}
+
+
+@dataclass
+class AdapterRecord:
+    spec: AdapterSpec
+    loaded_at: float
+    requests_served: int = 0
+    unloading: bool = False
+    profile: dict | None = None
+    trainable_params: int = 0
+
+    def public(self, active: bool) -> dict[str, Any]:
+        s = self.spec
+        return {"name": s.name, "type": s.kind, "peft_type": s.peft_type, "rank": s.rank, "alpha": s.alpha,
+                "target_modules": s.target_modules, "trainable_params": self.trainable_params,
+                "size_bytes": s.size_bytes, "path": str(s.path), "loaded_at": self.loaded_at,
+                "requests_served": self.requests_served, "mixable": s.mixable, "active": active}
+
+
+@dataclass
+class Target:
+    """What serves a request: the public model name and the adapter (None = base weights)."""
+
+    model: str
+    adapter: str | None
+
+
+@dataclass
+class AdapterRegistry:
+    engine: Engine
+    metrics: Metrics
+    root: Path
+    base_name: str
+    max_rank: int = 64
+    max_bytes: int = 64 * 2**20
+    unload_timeout_s: float = 30.0
+    adapters: dict[str, AdapterRecord] = field(default_factory=dict)
+    active: str | None = None  # None: requests naming no model get the base weights
+    _name_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _model_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._name_locks.setdefault(name, asyncio.Lock())
+
+    # ---- routing ----------------------------------------------------------------------------------------------
+    def resolve(self, model: str | None) -> Target:
+        if model in (None, "", DEFAULT_ALIAS):
+            active = self.active  # read once: a concurrent swap affects only later requests
+            return Target(active or self.base_name, active)
+        if model == self.base_name:
+            return Target(self.base_name, None)
+        record = self.adapters.get(model)
+        if record is None or record.unloading:
+            raise ModelNotFound(f"model {model!r} does not exist; GET /v1/models lists what is served",
+                                param="model")
+        return Target(model, model)
+
+    def names(self) -> list[str]:
+        return [name for name, record in self.adapters.items() if not record.unloading]
+
+    async def count_served(self, req: Any, model: str, adapter: str | None, done: Any, extra: dict) -> dict:
+        """A chat finisher: counts completed requests per adapter (for GET /admin/adapters)."""
+        if adapter and adapter in self.adapters:
+            self.adapters[adapter].requests_served += 1
+        return {}
+
+    # ---- load -------------------------------------------------------------------------------------------------
+    async def load(self, name: str, path: str, activate: bool = False) -> AdapterRecord:
+        try:
+            validate_name(name)
+        except InvalidAdapterError as exc:
+            raise InvalidAdapter(str(exc), param="name") from exc
+        if name in (self.base_name, DEFAULT_ALIAS):
+            raise Conflict(f"{name!r} is reserved for the base model / active-adapter alias", param="name")
+        started = time.perf_counter()
+        async with self._lock(name):
+            if name in self.adapters:
+                raise Conflict(f"adapter {name!r} is already loaded; unload it first to replace it", param="name")
+            try:
+                async with self._model_lock:
+                    spec = await asyncio.to_thread(inspect_adapter, self.root, path, name, self.engine.model,
+                                                   self.max_rank, self.max_bytes)
+                    if spec.peft_type not in SERVED_PEFT_TYPES:
+                        raise InvalidAdapterError(
+                            f"adapter type {spec.kind!r} validates but is not served: the live model holds LoRA-family "
+                            "adapters (LoRA, DoRA, per-module ranks); merge or convert it to LoRA first")
+                    trainable = await asyncio.wrap_future(self.engine.call(lambda: self._install(spec)))
+            except InvalidAdapterError as exc:
+                self.metrics.adapter_loads.labels(name, "error").inc()
+                raise InvalidAdapter(str(exc), param="path") from exc
+            except Exception:
+                self.metrics.adapter_loads.labels(name, "error").inc()
+                raise
+            record = AdapterRecord(spec, loaded_at=time.time(), trainable_params=trainable)
+            self.adapters[name] = record
+        self.metrics.adapter_loads.labels(name, "ok").inc()
+        self.metrics.adapter_load_seconds.observe(time.perf_counter() - started)
+        self.metrics.adapters_loaded.set(len(self.adapters))
+        self.metrics.active_adapter.labels(name).set(0)
+        log.info("loaded adapter %s (%s r=%s) from %s", name, spec.kind, spec.rank, spec.path)
+        if activate:
+            await self.activate(name)
+        return record
+
+    def _install(self, spec: AdapterSpec) -> int:
+        """Worker thread. Returns the adapter's parameter count; rolls back on any failure."""
+        from peft import PeftConfig, PeftModel, set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        config = PeftConfig.from_pretrained(str(spec.path))
+        config.inference_mode = True
+        weights = load_file(str(spec.weights), device=str(self.engine.device))
+        model = self.engine.model
+        fresh = not isinstance(model, PeftModel)
+        try:
+            if fresh:
+                model = PeftModel(model, config, adapter_name=spec.name)
+            else:
+                model.add_adapter(spec.name, config)
+            result = set_peft_model_state_dict(model, weights, adapter_name=spec.name)
+            missing = [k for k in getattr(result, "missing_keys", []) if f".{spec.name}" in k]
+            if missing:
+                raise InvalidAdapterError(f"adapter weights are missing {len(missing)} tensors, e.g. {missing[0]}")
+            model.eval()
+        except Exception:
+            if fresh:
+                if isinstance(model, PeftModel):
+                    self.engine.model = model.unload()  # strips injected layers, returns the untouched base
+            elif spec.name in model.peft_config:
+                model.delete_adapter(spec.name)
+            raise
+        self.engine.model = model
+        self.engine.peft_active = True
+        self.engine.adapters_present.add(spec.name)
+        if not spec.mixable:
+            self.engine.unmixable.add(spec.name)
+        return sum(t.numel() for t in weights.values())
+
+    # ---- activate / unload ----------------------------------------------------------------------------------
+    async def activate(self, name: str | None) -> None:
+        """Atomic swap of the default: a single assignment; resolved requests keep the adapter they got."""
+        if name is not None and (name not in self.adapters or self.adapters[name].unloading):
+            raise NotFound(f"adapter {name!r} is not loaded", param="name")
+        async with self._lock(name or self.base_name):
+            previous, self.active = self.active, name
+        if previous != name:
+            self.metrics.adapter_swaps.inc()
+        for adapter in self.adapters:
+            self.metrics.active_adapter.labels(adapter).set(1 if adapter == name else 0)
+        log.info("active adapter: %s -> %s", previous or "base", name or "base")
+
+    async def unload(self, name: str) -> None:
+        async with self._lock(name):
+            record = self.adapters.get(name)
+            if record is None:
+                raise NotFound(f"adapter {name!r} is not loaded", param="name")
+            if self.active == name:
+                raise Conflict(f"adapter {name!r} is the active default; activate another (or the base) first")
+            record.unloading = True  # new requests for it now get 404
+            deadline = time.monotonic() + self.unload_timeout_s
+            while self.engine.rows_for_adapter(name) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if self.engine.rows_for_adapter(name):
+                record.unloading = False
+                raise Conflict(f"adapter {name!r} still has requests in flight after {self.unload_timeout_s:.0f}s")
+            async with self._model_lock:
+                await asyncio.wrap_future(self.engine.call(lambda: self._remove(name)))
+            del self.adapters[name]
+        self.metrics.adapters_loaded.set(len(self.adapters))
+        self.metrics.active_adapter.remove(name)
+        log.info("unloaded adapter %s", name)
+
+    def _remove(self, name: str) -> None:
+        model = self.engine.model
+        self.engine.adapters_present.discard(name)
+        self.engine.unmixable.discard(name)
+        if len(model.peft_config) <= 1:
+            self.engine.model = model.unload()  # last adapter: back to the plain base model
+            self.engine.peft_active = False
+        else:
+            model.delete_adapter(name)
+
+    # ---- profile ----------------------------------------------------------------------------------------------
+    async def profile(self, name: str) -> dict:
+        record = self.adapters.get(name)
+        if record is None:
+            raise NotFound(f"adapter {name!r} is not loaded", param="name")
+        if record.profile is None:  # ΔW never changes for a loaded adapter: compute once
+            record.profile = await asyncio.wrap_future(
+                self.engine.call(lambda: profile_adapter(self.engine.model, name)))
+        return record.profile
+
+    # ---- start-up -------------------------------------------------------------------------------------------
+    async def load_startup(self, default: str | None = None) -> list[str]:
+        """Load the manifest (adapter_root/manifest.json) or every adapter folder; skip broken ones."""
+        errors: list[str] = []
+        manifest = self.root / "manifest.json"
+        if manifest.is_file():
+            data = json.loads(manifest.read_text())
+            entries = [(e["name"], e["path"]) for e in data.get("adapters", [])]
+            default = default or data.get("default")
+        elif self.root.is_dir():
+            entries = [(p.name, p.name) for p in sorted(self.root.iterdir()) if (p / "adapter_config.json").is_file()]
+        else:
+            entries = []
+        for name, path in entries:
+            try:
+                await self.load(name, path)
+            except Exception as exc:  # a broken adapter is reported, not fatal
+                message = getattr(exc, "message", str(exc))
+                log.error("skipping adapter %s: %s", name, message)
+                errors.append(f"{name}: {message}")
+        if default and default in self.adapters:
+            await self.activate(default)
+        elif default:
+            errors.append(f"default adapter {default!r} is not loaded")
+        return errors

@@ -1,0 +1,85 @@
+"""8 clients generate for ~30 s across adapters while another task swaps the default and unloads/reloads a spare
+adapter: zero failed requests, every response attributed to the adapter that served it."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import ServerProcess, free_port
+from tests.unit.adapter_factory import make_adapter
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+TOKEN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BASE = "SmolLM2-135M-Instruct"
+DURATION_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, bundled):
+    model, _, _ = bundled
+    root = tmp_path_factory.mktemp("rel-adapters")
+    for i, name in enumerate(["ad-1", "ad-2", "ad-3"]):
+        make_adapter(root / name, model, kind="lora", r=8, alpha=16, seed=10 + i)
+    make_adapter(root / "spares" / "spare", model, kind="lora", r=4, alpha=8, seed=20)
+    srv = ServerProcess({"TONEWATCH_ADAPTER_ROOT": str(root), "TONEWATCH_ADMIN_TOKEN": TOKEN,
+                         "TONEWATCH_DB_PATH": str(root.parent / "tw.db")}, free_port())
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+async def _client(http, idx, stop_at, outcomes):
+    models = ["ad-1", "ad-2", "ad-3", BASE, "default"]
+    j = 0
+    while time.monotonic() < stop_at:
+        model = models[(idx + j) % len(models)]
+        j += 1
+        r = await http.post("/v1/chat/completions", json={
+            "model": model, "messages": [{"role": "user", "content": f"Hello number {j}"}],
+            "max_tokens": 8, "temperature": 0})
+        outcomes.append((model, r.status_code, r.json().get("model") if r.status_code == 200 else r.text))
+
+
+async def _operator(http, stop_at, log):
+    cycle = ["ad-1", "ad-2", "ad-3", BASE]
+    k = 0
+    while time.monotonic() < stop_at:
+        r = await http.post(f"/admin/adapters/{cycle[k % 4]}/activate", headers=AUTH)
+        log.append(("activate", r.status_code))
+        if k % 3 == 0:
+            r = await http.delete("/admin/adapters/spare", headers=AUTH)
+            log.append(("unload", r.status_code))
+            r = await http.post("/admin/adapters", headers=AUTH, json={"name": "spare", "path": "spares/spare"})
+            log.append(("load", r.status_code))
+        k += 1
+        await asyncio.sleep(0.3)
+
+
+def test_zero_failed_requests_during_swap_storm(server):
+    async def main():
+        outcomes, log = [], []
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
+            r = await http.post("/admin/adapters", headers=AUTH, json={"name": "spare", "path": "spares/spare"})
+            assert r.status_code == 200, r.text
+            stop_at = time.monotonic() + DURATION_S
+            await asyncio.gather(_operator(http, stop_at, log),
+                                 *(_client(http, i, stop_at, outcomes) for i in range(8)))
+        return outcomes, log
+
+    outcomes, log = asyncio.run(main())
+    failures = [o for o in outcomes if o[1] != 200]
+    assert not failures, failures[:5]
+    assert len(outcomes) > 40
+    for requested, _, served in outcomes:
+        if requested == "default":
+            assert served in {"ad-1", "ad-2", "ad-3", BASE}
+        else:
+            assert served == requested
+    assert all(status == 200 for _, status in log), log
+    assert sum(1 for op, _ in log if op == "activate") >= 20
+    assert sum(1 for op, _ in log if op == "unload") >= 5
