@@ -124,7 +124,7 @@ class AdapterRegistry:
         self.metrics.adapter_loads.labels(name, "ok").inc()
         self.metrics.adapter_load_seconds.observe(time.perf_counter() - started)
         self.metrics.adapters_loaded.set(len(self.adapters))
-        self.metrics.active_adapter.labels(name).set(0)
+        self._export_active()
         log.info("loaded adapter %s (%s r=%s) from %s", name, spec.kind, spec.rank, spec.path)
         if activate:
             await self.activate(name)
@@ -173,9 +173,13 @@ class AdapterRegistry:
             previous, self.active = self.active, name
         if previous != name:
             self.metrics.adapter_swaps.inc()
-        for adapter in self.adapters:
-            self.metrics.active_adapter.labels(adapter).set(1 if adapter == name else 0)
+        self._export_active()
         log.info("active adapter: %s -> %s", previous or "base", name or "base")
+
+    def _export_active(self) -> None:
+        # "base" stands for the plain base weights, so exactly one series is 1 at any time
+        for adapter in [*self.adapters, "base"]:
+            self.metrics.active_adapter.labels(adapter).set(1 if adapter == (self.active or "base") else 0)
 
     async def unload(self, name: str) -> None:
         async with self._lock(name):
@@ -222,6 +226,7 @@ class AdapterRegistry:
     async def load_startup(self, default: str | None = None) -> list[str]:
         """Load the manifest (adapter_root/manifest.json) or every adapter folder; skip broken ones."""
         errors: list[str] = []
+        self._export_active()
         manifest = self.root / "manifest.json"
         if manifest.is_file():
             data = json.loads(manifest.read_text())
