@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast bench lint system-deps provision clean
+.PHONY: install run test test-fast bench lint system-deps provision clean dashboard-png
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -51,3 +51,7 @@ lint: install
 
 clean:
 	rm -rf $(VENV) models/cache
+
+# The README's dashboard picture: the e2e Prometheus test renders the panels it queried from live data.
+dashboard-png: install system-deps
+	TONEWATCH_DASHBOARD_PNG=bench/results/dashboard.png $(BIN)/python -m pytest -q tests/integration/test_prometheus_e2e.py

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     history_redact: bool = Field(False, description="Mask e-mail addresses and long numbers in stored text.")
     spill_path: Path | None = Field(None, description="Local spill file for turns while the store is down.")
     max_spill: int = Field(10_000, ge=1, description="Spilled turns kept before the oldest are dropped.")
+    score_responses: bool = Field(True, description="Attach a tone report (and drift) to chat completions.")
     default_persona: str | None = Field(None, description="Persona responses are judged against when none is named.")
     log_level: str = "info"
 

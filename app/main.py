@@ -62,7 +62,8 @@ async def build_state(settings: Settings) -> AppState:
         await tone.restore_personas()
     except StoreUnavailable:
         log.warning("store unavailable at start-up: API-defined personas not restored yet")
-    chat_service.finishers.append(tone.chat_finisher)
+    if settings.score_responses:
+        chat_service.finishers.append(tone.chat_finisher)
     log.info("serving %s on %s", source.name, device)
     state = AppState(settings=settings, metrics=metrics, engine=engine, chat=chat_service, tone=tone,
                      store=store, history=history, adapters=registry, base_name=source.name,

@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 import sys
 
-from bench import drift, serving
+from bench import adapters, drift, history, scoring, serving
 
-SECTIONS = {"serving": serving.run, "drift": drift.run}
+SECTIONS = {
+    "serving": serving.run,
+    "adapters": adapters.run,
+    "scoring": scoring.run,
+    "history": history.run,
+    "drift": drift.run,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -2,9 +2,11 @@
 then run every dashboard query and every rule expression. Each returns data, or is on the short list of
 expressions that must be empty in a healthy run (alerts that should not fire)."""
 
+import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -124,5 +126,57 @@ def test_every_dashboard_query_and_rule_returns_data(stack):
             empty.append((name, expr))
     assert not empty, f"queries without data: {empty}"
     assert not unexpected_data, f"alerts that should be silent returned data: {unexpected_data}"
+    if os.environ.get("TONEWATCH_DASHBOARD_PNG"):  # `make dashboard-png`: the README's picture, from real data
+        render_dashboard(prom, Path(os.environ["TONEWATCH_DASHBOARD_PNG"]))
     firing = {a["labels"]["alertname"] for a in httpx.get(prom + "/api/v1/alerts").json()["data"]["alerts"]}
     assert "AdapterLoadFailures" in firing or "AdapterLoadFailures" in str(_query(prom, "ALERTS"))
+
+
+PANELS = [
+    ("Tone drift score (EWMA, z)", "max by (adapter, persona) (tonewatch_tone_drift_score)"),
+    ("Drift alerts (increase 1m)", "sum by (adapter, persona) (increase(tonewatch_tone_drift_alerts_total[1m]))"),
+    ("Tone label mix (rate 1m)", "sum by (label) (rate(tonewatch_tone_label_total[1m]))"),
+    ("Persona distance p50 / p90", None),
+    ("Request latency p50 / p99 (s)", None),
+    ("Batch size (mean)", "rate(tonewatch_batch_size_sum[1m]) / rate(tonewatch_batch_size_count[1m])"),
+]
+PD = "sum by (le, persona) (rate(tonewatch_persona_distance_bucket[1m]))"
+RL = "sum by (le, route) (rate(tonewatch_request_latency_seconds_bucket[1m]))"
+QUANTILES = {
+    "Persona distance p50 / p90": [
+        ("p50 {persona}", f"histogram_quantile(0.5, {PD})"),
+        ("p90 {persona}", f"histogram_quantile(0.9, {PD})"),
+    ],
+    "Request latency p50 / p99 (s)": [
+        ("p50 {route}", f"histogram_quantile(0.5, {RL})"),
+        ("p99 {route}", f"histogram_quantile(0.99, {RL})"),
+    ],
+}
+
+
+def render_dashboard(prom: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    end = time.time()
+    start = end - 120
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
+    for ax, (title, expr) in zip(axes.flat, PANELS, strict=True):
+        series = QUANTILES.get(title) or [("{adapter} {persona} {label}", expr)]
+        for label_fmt, q in series:
+            r = httpx.get(prom + "/api/v1/query_range", params={"query": q, "start": start, "end": end, "step": 2})
+            for item in r.json()["data"]["result"]:
+                xs = [float(t) - start for t, _ in item["values"]]
+                ys = [float(v) for _, v in item["values"]]
+                labels = {k: item["metric"].get(k, "") for k in ("adapter", "persona", "label", "route")}
+                ax.plot(xs, ys, label=label_fmt.format(**labels).strip())
+        ax.set_title(title)
+        ax.set_xlabel("seconds")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle("Tonewatch dashboard panels, rendered from a live Prometheus during the e2e test")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
