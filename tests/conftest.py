@@ -56,6 +56,7 @@ class ServerProcess:
     def __init__(self, env: dict[str, str], port: int):
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
+        (ROOT / ".pytest_cache").mkdir(exist_ok=True)
         self.log = open(ROOT / f".pytest_cache/server-{port}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
@@ -82,20 +83,3 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
-
-
-@pytest.fixture
-def start_server(tmp_path):
-    servers: list[ServerProcess] = []
-
-    def start(**env: str) -> ServerProcess:
-        (ROOT / ".pytest_cache").mkdir(exist_ok=True)
-        base = {"TONEWATCH_DB_PATH": str(tmp_path / "tw.db"), "TONEWATCH_ADAPTER_ROOT": str(tmp_path / "adapters")}
-        server = ServerProcess({**base, **env}, free_port())
-        servers.append(server)
-        server.wait_ready()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.engine.adapter_convert import convert_to_lora
 from app.engine.adapter_files import AdapterSpec, InvalidAdapterError, inspect_adapter, validate_name
 from app.engine.profile import profile_adapter
 from app.engine.worker import Engine
@@ -24,7 +26,7 @@ from app.metrics import Metrics
 log = logging.getLogger("tonewatch.adapters")
 DEFAULT_ALIAS = "default"
 # PEFT can hold several adapters of one tuner type in one model; LoRA (with DoRA and per-module ranks) is the
-# type we serve. Other validated types are refused with a clear reason rather than served wrongly.
+# type the live model holds. Other types are served as their exact LoRA equivalent (adapter_convert).
 SERVED_PEFT_TYPES = {"LORA"}
 
 
@@ -36,13 +38,15 @@ class AdapterRecord:
     unloading: bool = False
     profile: dict | None = None
     trainable_params: int = 0
+    conversion: dict = field(default_factory=dict)  # how a non-LoRA adapter is served (as an exact LoRA)
 
     def public(self, active: bool) -> dict[str, Any]:
         s = self.spec
         return {"name": s.name, "type": s.kind, "peft_type": s.peft_type, "rank": s.rank, "alpha": s.alpha,
                 "target_modules": s.target_modules, "trainable_params": self.trainable_params,
                 "size_bytes": s.size_bytes, "path": str(s.path), "loaded_at": self.loaded_at,
-                "requests_served": self.requests_served, "mixable": s.mixable, "active": active}
+                "requests_served": self.requests_served, "mixable": s.mixable or bool(self.conversion),
+                "active": active, **self.conversion}
 
 
 @dataclass
@@ -108,18 +112,19 @@ class AdapterRegistry:
                 async with self._model_lock:
                     spec = await asyncio.to_thread(inspect_adapter, self.root, path, name, self.engine.model,
                                                    self.max_rank, self.max_bytes)
-                    if spec.peft_type not in SERVED_PEFT_TYPES:
-                        raise InvalidAdapterError(
-                            f"adapter type {spec.kind!r} validates but is not served: the live model holds LoRA-family "
-                            "adapters (LoRA, DoRA, per-module ranks); merge or convert it to LoRA first")
-                    trainable = await asyncio.wrap_future(self.engine.call(lambda: self._install(spec)))
+                    with tempfile.TemporaryDirectory(prefix="tonewatch-convert-") as tmp:
+                        served, conversion = spec, {}
+                        if spec.peft_type not in SERVED_PEFT_TYPES:
+                            served, conversion = await asyncio.to_thread(
+                                convert_to_lora, spec, self.engine.model, Path(tmp), self.max_rank)
+                        trainable = await asyncio.wrap_future(self.engine.call(lambda: self._install(served)))
             except InvalidAdapterError as exc:
                 self.metrics.adapter_loads.labels(name, "error").inc()
                 raise InvalidAdapter(str(exc), param="path") from exc
             except Exception:
                 self.metrics.adapter_loads.labels(name, "error").inc()
                 raise
-            record = AdapterRecord(spec, loaded_at=time.time(), trainable_params=trainable)
+            record = AdapterRecord(spec, loaded_at=time.time(), trainable_params=trainable, conversion=conversion)
             self.adapters[name] = record
         self.metrics.adapter_loads.labels(name, "ok").inc()
         self.metrics.adapter_load_seconds.observe(time.perf_counter() - started)

@@ -34,6 +34,8 @@ def root(tmp_path_factory, bundled) -> Path:
     make_adapter(staged / "lora-b", model, kind="lora", r=4, alpha=8, seed=4, targets=("q_proj", "k_proj", "o_proj"))
     make_adapter(staged / "dora-c", model, kind="dora", r=8, alpha=16, seed=5)
     make_adapter(staged / "zero", model, kind="lora", r=4, zero_b=True)
+    make_adapter(staged / "loha-d", model, kind="loha", r=4, alpha=8, seed=9)
+    make_adapter(staged / "ada-e", model, kind="adalora", r=4, alpha=8, seed=10)
     make_adapter(staged / "big-rank", model, kind="lora", r=128, alpha=16, seed=6)
     make_adapter(staged / "corrupt", model, kind="lora", r=4, seed=7)
     corrupt_safetensors(staged / "corrupt")
@@ -116,6 +118,26 @@ def _batch_sum(text):
 def _batch_count(text):
     return float(next(line.split()[-1] for line in text.splitlines()
                       if line.startswith("tonewatch_batch_size_count")))
+
+
+def test_non_lora_types_are_served_as_exact_lora(client):
+    for name, kind in (("loha-d", "loha"), ("ada-e", "adalora")):
+        r = client.post("/admin/adapters", headers=AUTH, json={"name": name, "path": f"staged/{name}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["type"] == kind and r.json()["served_as"] == "lora" and r.json()["mixable"] is True
+        assert chat(client, name).json()["model"] == name  # (logit-level equivalence: test_adapter_convert.py)
+    results: dict[str, list[str]] = {m: [] for m in ("loha-d", "ada-e", "lora-a")}
+
+    def worker(m):
+        results[m].append(chat(client, m).json()["choices"][0]["message"]["content"])
+
+    solo_texts = {m: chat(client, m).json()["choices"][0]["message"]["content"] for m in results}
+    threads = [threading.Thread(target=worker, args=(m,)) for m in results]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {m: v[0] for m, v in results.items()} == solo_texts
 
 
 def test_activate_swaps_default_and_guards_unload(client):
