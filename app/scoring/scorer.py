@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from app.errors import InvalidRequest, NotFound
@@ -17,6 +19,24 @@ from app.scoring.personas import Persona, calibrate, load_shipped
 MIN_EXEMPLARS = 5
 
 
+@dataclass
+class _Job:
+    texts: list[str]
+    persona: Persona | None
+    include_embedding: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class ToneScorer:
     def __init__(self, head: StyleHead, embedder: Embedder, metrics: Metrics):
         self.head = head
@@ -24,6 +44,8 @@ class ToneScorer:
         self.metrics = metrics
         self.personas: dict[str, Persona] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tonewatch-scorer")
+        self._jobs: list[_Job] = []
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, metrics: Metrics, device: str = "cpu") -> ToneScorer:
@@ -59,25 +81,51 @@ class ToneScorer:
         return persona
 
     # ---- scoring --------------------------------------------------------------------------------------------
+    def _report(self, p, persona: Persona | None, include_embedding: bool) -> dict[str, Any]:
+        report: dict[str, Any] = {"label": p.label, "probs": p.probs, **p.dims}
+        if persona is not None:
+            distance = persona.distance(p.style)
+            report.update(persona=persona.name, persona_distance=round(distance, 4),
+                          persona_match=bool(distance <= persona.threshold))
+        if include_embedding:
+            report["style_embedding"] = [round(float(v), 5) for v in p.style]
+        return report
+
     def _score(self, texts: list[str], persona: Persona | None, include_embedding: bool) -> list[dict[str, Any]]:
         predictions = self.head.predict(texts, self.embedder.encode(texts))
-        reports = []
-        for p in predictions:
-            report: dict[str, Any] = {"label": p.label, "probs": p.probs, **p.dims}
-            if persona is not None:
-                distance = persona.distance(p.style)
-                report.update(persona=persona.name, persona_distance=round(distance, 4),
-                              persona_match=bool(distance <= persona.threshold))
-            if include_embedding:
-                report["style_embedding"] = [round(float(v), 5) for v in p.style]
-            reports.append(report)
-        return reports
+        return [self._report(p, persona, include_embedding) for p in predictions]
+
+    def _drain(self) -> None:
+        """Scoring thread: score every job queued so far in one encoder batch (concurrent chat completions each
+        bring one text; batched, 16 texts cost about what 4 cost one by one)."""
+        with self._lock:
+            jobs, self._jobs = self._jobs, []
+        if not jobs:
+            return
+        try:
+            texts = [t for job in jobs for t in job.texts]
+            predictions = self.head.predict(texts, self.embedder.encode(texts))
+        except Exception as exc:  # handed to every waiting caller
+            for job in jobs:
+                job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
+            return
+        start = 0
+        for job in jobs:
+            chunk = predictions[start:start + len(job.texts)]
+            start += len(job.texts)
+            reports = [self._report(p, job.persona, job.include_embedding) for p in chunk]
+            job.loop.call_soon_threadsafe(_settle, job.future, reports, None)
 
     async def score(self, texts: list[str], *, persona: str | None = None, adapter: str = "external",
                     include_embedding: bool = False) -> list[dict[str, Any]]:
         chosen = self.get_persona(persona)
         started = time.perf_counter()
-        reports = await self._run(self._score, texts, chosen, include_embedding)
+        loop = asyncio.get_running_loop()
+        job = _Job(texts, chosen, include_embedding, loop, loop.create_future())
+        with self._lock:
+            self._jobs.append(job)
+        self._pool.submit(self._drain)
+        reports = await job.future
         self.metrics.scoring_seconds.observe(time.perf_counter() - started)
         self._observe(reports, adapter, chosen)
         return reports
