@@ -48,6 +48,18 @@ def cmd_train_style(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_adapter(args: argparse.Namespace) -> int:
+    from app.training.train_adapter import main as train_main
+
+    return train_main(args.rest) or 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from app.evaluation.report import main as eval_main
+
+    return eval_main(args.rest) or 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
     parser = argparse.ArgumentParser(prog="tonewatch", description="Tone-consistency evaluation service")
@@ -61,9 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     style = sub.add_parser("train-style", help="train the tone head on data/style (writes models/style)")
     style.add_argument("--seed", type=int, default=13)
     style.set_defaults(func=cmd_train_style)
+    # these two own their flags: hand everything after the command name to them
+    sub.add_parser("train-adapter", help="train a persona adapter (tonewatch train-adapter --help)", add_help=False)
+    sub.add_parser("eval", help="compare adapters: tone, drift, latency (tonewatch eval --help)", add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        return DELEGATED[argv[0]](argparse.Namespace(rest=argv[1:]))
     args = parser.parse_args(argv)
     return args.func(args)
 
+
+DELEGATED = {"train-adapter": cmd_train_adapter, "eval": cmd_eval}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.training.data import batch_indices, build_examples, collate, data_sha256, load_exchanges
+from app.training.data import IGNORE_INDEX, batch_indices, build_examples, collate, data_sha256, load_exchanges
 
 log = logging.getLogger("tonewatch.train")
 
@@ -176,6 +176,20 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return config.lr * max(0.0, (config.steps - step) / remaining)
 
 
+def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled positions; the output head runs only on those positions
+    (on a 49k vocabulary that is a good part of a CPU step), same value as ``model(**batch).loss``."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = inner.get_decoder(), inner.get_output_embeddings()
+    if decoder is None or head is None or getattr(inner.config, "final_logit_softcapping", None):
+        return model(**batch).loss
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    keep = labels != IGNORE_INDEX
+    logits = head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -213,7 +227,7 @@ def save_checkpoint(model, optimizer, step: int, losses: list[float], config: Tr
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp), save_embedding_layers=False)
     torch.save({"step": step, "losses": losses, "optimizer": optimizer.state_dict(), "rng": _rng_state(),
                 "config": config.fingerprint()}, tmp / STATE_FILE)
     old = target.with_name(target.name + ".old")
@@ -284,7 +298,7 @@ def train_adapter(config: TrainConfig) -> Path:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     is_adalora = config.type == "adalora"
     bar = tqdm(total=config.steps, initial=start_step, desc=f"train {config.adapter_name}", unit="step",
-               disable=None)
+               disable=False, mininterval=5.0)
     for step in range(start_step, config.steps):
         batch = collate([examples[i] for i in batch_indices(len(examples), config.batch_size, config.seed, step)],
                         pad_id)
@@ -292,7 +306,7 @@ def train_adapter(config: TrainConfig) -> Path:
         lr = lr_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = model(**batch).loss
+        loss = causal_lm_loss(model, batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr")
         loss.backward()
@@ -314,8 +328,9 @@ def train_adapter(config: TrainConfig) -> Path:
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     model.eval()
-    model.save_pretrained(str(output), safe_serialization=True)
+    model.save_pretrained(str(output), safe_serialization=True, save_embedding_layers=False)
     (output / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template; TRAINING_CARD.md replaces it
+    os.chmod(output / WEIGHTS_FILE, 0o644)  # safetensors writes 0600; the server may run as another user
     _plot_loss(losses, output / "loss.png", config.adapter_name)
     size = (output / WEIGHTS_FILE).stat().st_size
     summary = {

@@ -1,0 +1,1 @@
+"""Adapter evaluation: the comparison report (`tonewatch eval`)."""
