@@ -36,7 +36,7 @@ system-deps:
 run: install
 	$(BIN)/tonewatch serve
 
-test: install system-deps
+test: install system-deps lint
 	$(BIN)/python -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 test-fast: install
@@ -47,7 +47,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench || true
+	$(BIN)/ruff format --check app tests bench
 
 clean:
 	rm -rf $(VENV) models/cache

@@ -1,126 +1,130 @@
-"""Typed errors and the ONE place that turns any failure into the OpenAI-shaped error envelope."""
+"""Typed errors: a code, a message for a human, and the request field at fault. Nothing here knows HTTP;
+`app/api/errors.py` is the one place that maps these to status codes and the error envelope."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger("tonewatch.errors")
 
 
 class TonewatchError(Exception):
-    status = 500
-    type = "server_error"
     code = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, message: str, *, param: str | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
-        self.headers = headers or {}
 
 
 class InvalidRequest(TonewatchError):
-    status, type, code = 400, "invalid_request_error", "invalid_request"
+    code = "invalid_request"
 
 
-class PromptTooLong(InvalidRequest):
+class RequestInvalid(InvalidRequest):
+    """A body that failed schema validation; `errors` are pydantic's, worded for humans in app/api/errors.py."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        super().__init__("invalid request")
+        self.errors = errors
+
+
+class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class UnsupportedField(InvalidRequest):
+    """A field that would change the output and that Tonewatch does not implement (never silently ignored)."""
+
+    code = "unsupported_field"
+
+
 class ModelNotFound(TonewatchError):
-    status, type, code = 404, "invalid_request_error", "model_not_found"
+    code = "model_not_found"
 
 
 class NotFound(TonewatchError):
-    status, type, code = 404, "invalid_request_error", "not_found"
+    code = "not_found"
 
 
 class Conflict(TonewatchError):
-    status, type, code = 409, "invalid_request_error", "conflict"
+    code = "conflict"
 
 
 class InvalidAdapter(TonewatchError):
-    status, type, code = 422, "invalid_request_error", "invalid_adapter"
+    code = "invalid_adapter"
 
 
 class PayloadTooLarge(TonewatchError):
-    status, type, code = 413, "invalid_request_error", "payload_too_large"
+    code = "payload_too_large"
 
 
 class Unauthorized(TonewatchError):
-    status, type, code = 401, "authentication_error", "invalid_token"
+    code = "invalid_api_key"
 
 
-class AdminDisabled(TonewatchError):
-    status, type, code = 403, "permission_error", "admin_disabled"
+class Forbidden(TonewatchError):
+    """A capability that is switched off until the operator configures it (admin token, history readers)."""
+
+    code = "disabled"
 
 
 class QueueFull(TonewatchError):
-    status, type, code = 429, "rate_limit_error", "queue_full"
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class QueueTimeout(TonewatchError):
-    status, type, code = 504, "timeout_error", "queue_timeout"
+    code = "queue_timeout"
 
 
 class EngineUnavailable(TonewatchError):
-    status, type, code = 503, "server_error", "engine_unavailable"
+    code = "engine_unavailable"
+
+
+class GenerationFailed(TonewatchError):
+    """This request's generation failed (its row alone); other requests are unaffected."""
+
+    code = "generation_failed"
+
+
+class Cancelled(TonewatchError):
+    """The client went away; nobody reads this, but every request still gets exactly one terminal event."""
+
+    code = "cancelled"
 
 
 class StoreDown(TonewatchError):
-    status, type, code = 503, "server_error", "store_unavailable"
+    code = "store_unavailable"
 
 
-def error_body(message: str, type_: str, code: str, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "code": code, "param": param}}
+class NotSupportedByBackend(TonewatchError):
+    """The configured generation backend cannot do this (e.g. adapter admin on a plain OpenAI-compatible API)."""
+
+    code = "not_implemented"
 
 
-def _is_type_name(part: object) -> bool:
-    return isinstance(part, str) and (part in {"str", "int", "float", "bool", "list", "dict"} or "[" in part)
+class UpstreamUnavailable(TonewatchError):
+    code = "upstream_unavailable"
 
 
-def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
-    parts = []
-    param = None
-    for err in exc.errors()[:5]:
-        # drop pydantic's union-branch names ("str", "list[TextPart]") so the path reads like the JSON
-        loc = [str(x) for x in err.get("loc", ()) if x != "body" and not _is_type_name(x)]
-        where = ".".join(loc) or "body"
-        param = param or where
-        if err.get("type") == "json_invalid":
-            return "Request body is not valid JSON: " + str(err.get("ctx", {}).get("error", "")), None
-        text = f"{where}: {err.get('msg')}"
-        if text not in parts:
-            parts.append(text)
-    return "; ".join(parts) or "invalid request", param
+class UpstreamTimeout(TonewatchError):
+    code = "upstream_timeout"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(TonewatchError)
-    async def _typed(_: Request, exc: TonewatchError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.message, exc.type, exc.code, exc.param), status_code=exc.status, headers=exc.headers
+class UpstreamRejected(TonewatchError):
+    """The upstream answered 4xx: its status and body are passed through unchanged."""
+
+    code = "upstream_error"
+
+    def __init__(self, status: int, body: Any, content_type: str = "application/json"):
+        message = (
+            body.get("error", {}).get("message", "")
+            if isinstance(body, dict) and isinstance(body.get("error"), dict)
+            else str(body)[:500]
         )
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _describe_validation(exc)
-        return JSONResponse(error_body(message, "invalid_request_error", "invalid_request", param), status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(
-            error_body(str(exc.detail), "invalid_request_error", code), status_code=exc.status_code
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(error_body("internal server error", "server_error", "internal_error"), status_code=500)
+        super().__init__(message or f"upstream answered {status}")
+        self.status = status
+        self.body = body
+        self.content_type = content_type

@@ -1,4 +1,5 @@
-"""create_app(settings): the app factory. The lifespan builds engine, scorer and stores; nothing at import time."""
+"""create_app(settings): the app factory. The lifespan builds everything through constructors, in the order data
+flows (backend -> scorer -> store -> history -> services); nothing happens at import time."""
 
 from __future__ import annotations
 
@@ -10,78 +11,135 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import adapters, chat, health, personas, score, sessions
-from app.api.middleware import BodyLimitAndMetrics
+from app.api.errors import install_error_handlers
+from app.api.middleware import ServiceMiddleware
+from app.api.openapi import install_openapi
+from app.backends.embedded import EmbeddedBackend
 from app.config import Settings
 from app.engine.adapters import AdapterRegistry
 from app.engine.provision import load_base_model, pick_device, resolve_base_model
 from app.engine.worker import Engine
-from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.scoring.scorer import ToneScorer
+from app.services.adapters import EmbeddedAdapters
 from app.services.chat import ChatService
 from app.services.history import HistoryService
+from app.services.session_drift import SessionDrift
 from app.services.tone import ToneService
+from app.services.turns import TurnRecorder
 from app.state import AppState
 from app.store.base import StoreUnavailable, open_store
+from app.store.guard import GuardedStore
 from app.store.spill import ResilientHistory
 
 log = logging.getLogger("tonewatch")
 
 
-async def build_state(settings: Settings) -> AppState:
-    metrics = Metrics()
+async def build_embedded(settings: Settings, metrics: Metrics, started_at: float):
+    """The local model on its worker thread, with the adapter registry; (backend, adapter service, notes)."""
     source = resolve_base_model(settings.base_model, settings.served_model_name)
     device = pick_device(settings.device)
     model, tokenizer = await asyncio.to_thread(
         load_base_model, source, settings.model_cache_dir, device, settings.dtype
     )
     engine = Engine(
-        model, tokenizer, device=device, metrics=metrics, max_batch_size=settings.max_batch_size,
-        max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue, request_timeout_s=settings.request_timeout_s,
+        model,
+        tokenizer,
+        device=device,
+        metrics=metrics,
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue=settings.max_queue,
+        request_timeout_s=settings.request_timeout_s,
     )
     engine.start()
-    chat_service = ChatService(settings, engine, tokenizer, source.name)
-    registry = AdapterRegistry(engine, metrics, settings.adapter_root, source.name,
-                               max_rank=settings.max_adapter_rank, max_bytes=int(settings.max_adapter_mb * 2**20),
-                               unload_timeout_s=settings.adapter_unload_timeout_s)
-    chat_service.resolve_target = registry.resolve
-    chat_service.list_adapters = registry.names
-    chat_service.finishers.append(registry.count_served)
-    startup_errors = await registry.load_startup(settings.default_adapter)
-    scorer = await asyncio.to_thread(ToneScorer.load, metrics)
-    store = open_store(settings.redis_url, settings.db_path, max_turns=settings.history_max_turns,
-                       ttl_s=settings.history_ttl_s)
-    spill = ResilientHistory(store, settings.spill_path or settings.db_path.with_suffix(".spill.jsonl"),
-                             max_spill=settings.max_spill, metrics=metrics)
+    registry = AdapterRegistry(
+        engine,
+        metrics,
+        settings.adapter_root,
+        source.name,
+        max_rank=settings.max_adapter_rank,
+        max_bytes=int(settings.max_adapter_mb * 2**20),
+        unload_timeout_s=settings.adapter_unload_timeout_s,
+    )
+    notes = [f"adapter skipped: {e}" for e in await registry.load_startup(settings.default_adapter)]
+    backend = EmbeddedBackend(
+        engine,
+        tokenizer,
+        registry,
+        base_name=source.name,
+        max_new_tokens=settings.max_new_tokens,
+        max_prompt_tokens=settings.max_prompt_tokens,
+        started_at=started_at,
+    )
+    log.info("serving %s on %s", source.name, device)
+    return backend, EmbeddedAdapters(registry), source.name, notes
+
+
+async def build_state(settings: Settings) -> AppState:
+    metrics = Metrics()
+    started_at = time.time()
+    backend, adapter_service, base_name, notes = await build_embedded(settings, metrics, started_at)
+    scorer = await asyncio.to_thread(ToneScorer.load, metrics, settings.style_dir, settings.persona_dir)
+    store = GuardedStore(
+        open_store(
+            settings.redis_url, settings.db_path, max_turns=settings.history_max_turns, ttl_s=settings.history_ttl_s
+        ),
+        timeout_s=settings.store_timeout_s,
+        probe_interval_s=settings.store_probe_interval_s,
+        metrics=metrics,
+    )
+    sessions = SessionDrift(store, personas=scorer.personas.get)
+    spill = ResilientHistory(
+        store,
+        settings.spill_path or settings.db_path.with_suffix(".spill.jsonl"),
+        max_spill=settings.max_spill,
+        metrics=metrics,
+        apply_state=sessions.apply_pending,
+        store_closed=store.closed,
+    )
     await spill.start()
-    history = await asyncio.to_thread(
-        HistoryService, store, spill, metrics, prompt_chars=settings.history_prompt_chars,
-        redact_text=settings.history_redact)
-    tone = ToneService(scorer, store=store, default_persona=settings.default_persona, history=history)
+    history = HistoryService(
+        store, spill, sessions, metrics, prompt_chars=settings.history_prompt_chars, redact_text=settings.history_redact
+    )
+    tone = ToneService(
+        scorer,
+        store,
+        default_persona=settings.default_persona,
+        history=history,
+        score_sources=settings.score_sources,
+        served_models=backend.served_labels,
+    )
     try:
         await tone.restore_personas()
     except StoreUnavailable:
         log.warning("store unavailable at start-up: API-defined personas not restored yet")
-    if settings.score_responses:
-        chat_service.finishers.append(tone.chat_finisher)
-    log.info("serving %s on %s", source.name, device)
-    state = AppState(settings=settings, metrics=metrics, engine=engine, chat=chat_service, tone=tone,
-                     store=store, history=history, adapters=registry, base_name=source.name,
-                     started_at=time.time())
-    state.extras["adapter_startup_errors"] = startup_errors
-    # a store outage degrades (history spills locally) but does not stop serving
-    state.degraded_checks["store"] = _store_check(store, spill)
-    return state
+        notes.append("API-defined personas not restored: the store was unavailable at start-up")
+    recorder = TurnRecorder(tone, history, metrics, score_responses=settings.score_responses)
+    chat_service = ChatService(backend, recorder, tone)
+    return AppState(
+        settings=settings,
+        metrics=metrics,
+        backend=backend,
+        chat=chat_service,
+        tone=tone,
+        recorder=recorder,
+        history=history,
+        adapters=adapter_service,
+        store=store,
+        spill=spill,
+        base_name=base_name,
+        started_at=started_at,
+        startup_notes=notes,
+    )
 
 
-def _store_check(store, spill: ResilientHistory):
-    async def check() -> str | None:
-        await store.ping()
-        if spill.spilled:
-            return f"{spill.spilled} turns waiting in the local spill"
-        return None
-
-    return check
+async def close_state(state: AppState) -> None:
+    await state.recorder.drain()
+    await state.backend.close()
+    state.tone.scorer.close()
+    await state.spill.stop()
+    await state.store.close()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -93,23 +151,23 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             app.state.tw = None
-            await asyncio.to_thread(state.engine.stop)
-            state.tone.scorer.close()
-            await state.history.history.stop()
-            await state.store.close()
+            await close_state(state)
 
-    app = FastAPI(title="Tonewatch", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Tonewatch",
+        version="0.2.0",
+        lifespan=lifespan,
+        description="Tone-consistency evaluation for LLM chatbots: an OpenAI-compatible server that "
+        "scores the tone of every response and tracks per-session drift.",
+    )
     app.state.tw = None
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(chat.router)
-    app.include_router(score.router)
-    app.include_router(personas.router)
-    app.include_router(sessions.router)
-    app.include_router(adapters.router)
+    for module in (health, chat, score, personas, sessions, adapters):
+        app.include_router(module.router)
     app.add_middleware(
-        BodyLimitAndMetrics,
+        ServiceMiddleware,
         max_body_bytes=settings.max_body_bytes,
         metrics_provider=lambda: app.state.tw.metrics if app.state.tw else None,
     )
+    install_openapi(app, settings)
     return app

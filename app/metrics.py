@@ -6,7 +6,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Latency buckets span GPU milliseconds and CPU seconds.
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
 )
 TOKEN_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.25, 0.5, 1.0)
 UNIT_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -20,70 +35,165 @@ class Metrics:
         r = self.registry = registry or CollectorRegistry()
         # serving core
         self.request_latency = Histogram(
-            "tonewatch_request_latency_seconds", "End-to-end request latency; watch p99 per adapter.",
-            ["route", "adapter"], buckets=LATENCY_BUCKETS, registry=r)
+            "tonewatch_request_latency_seconds",
+            "End-to-end request latency; watch p99 per adapter.",
+            ["route", "adapter"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.ttft = Histogram(
-            "tonewatch_time_to_first_token_seconds", "Time from arrival to first generated token.",
-            ["adapter"], buckets=LATENCY_BUCKETS, registry=r)
+            "tonewatch_time_to_first_token_seconds",
+            "Time from arrival to first generated token.",
+            ["adapter"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.inter_token = Histogram(
-            "tonewatch_inter_token_latency_seconds", "Gap between streamed tokens; rises with batch size.",
-            ["adapter"], buckets=TOKEN_BUCKETS, registry=r)
+            "tonewatch_inter_token_latency_seconds",
+            "Gap between streamed tokens; rises with batch size.",
+            ["adapter"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
         self.queue_wait = Histogram(
-            "tonewatch_queue_wait_seconds", "Time a request waited before joining a batch; high means add capacity.",
-            buckets=LATENCY_BUCKETS, registry=r)
+            "tonewatch_queue_wait_seconds",
+            "Time a request waited before joining a batch; high means add capacity.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            "tonewatch_batch_size", "Rows per decode step; low under load means batching is not kicking in.",
-            buckets=BATCH_BUCKETS, registry=r)
-        self.prompt_tokens = Counter(
-            "tonewatch_prompt_tokens", "Prompt tokens processed.", ["adapter"], registry=r)
-        self.generated_tokens = Counter(
-            "tonewatch_generated_tokens", "Tokens generated.", ["adapter"], registry=r)
+            "tonewatch_batch_size",
+            "Rows per decode step; low under load means batching is not kicking in.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter("tonewatch_prompt_tokens", "Prompt tokens processed.", ["adapter"], registry=r)
+        self.generated_tokens = Counter("tonewatch_generated_tokens", "Tokens generated.", ["adapter"], registry=r)
         self.requests = Counter(
-            "tonewatch_requests", "Requests by route, adapter and HTTP status.", ["route", "adapter", "status"],
-            registry=r)
+            "tonewatch_requests",
+            "Requests by route, adapter and HTTP status.",
+            ["route", "adapter", "status"],
+            registry=r,
+        )
         self.queue_depth = Gauge("tonewatch_queue_depth", "Requests waiting for a batch slot.", registry=r)
         # adapters
         self.adapter_loads = Counter(
-            "tonewatch_adapter_loads", "Adapter load attempts by result.", ["adapter", "result"], registry=r)
+            "tonewatch_adapter_loads", "Adapter load attempts by result.", ["adapter", "result"], registry=r
+        )
         self.adapter_load_seconds = Histogram(
-            "tonewatch_adapter_load_seconds", "Time to validate and load an adapter.", buckets=LATENCY_BUCKETS,
-            registry=r)
+            "tonewatch_adapter_load_seconds",
+            "Time to validate and load an adapter.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.adapter_swaps = Counter("tonewatch_adapter_swaps", "Changes of the default adapter.", registry=r)
         self.adapters_loaded = Gauge("tonewatch_adapters_loaded", "Adapters currently loaded.", registry=r)
         self.active_adapter = Gauge(
-            "tonewatch_active_adapter", "1 for the adapter that serves requests naming no model.", ["adapter"],
-            registry=r)
+            "tonewatch_active_adapter",
+            "1 for the adapter that serves requests naming no model.",
+            ["adapter"],
+            registry=r,
+        )
         # tone
         self.tone_labels = Counter(
-            "tonewatch_tone_label", "Scored responses by tone label.", ["adapter", "persona", "label"], registry=r)
+            "tonewatch_tone_label", "Scored responses by tone label.", ["adapter", "persona", "label"], registry=r
+        )
         self.persona_distance = Histogram(
-            "tonewatch_persona_distance", "Style-space distance of responses to their persona centroid.",
-            ["adapter", "persona"], buckets=DISTANCE_BUCKETS, registry=r)
+            "tonewatch_persona_distance",
+            "Style-space distance of responses to their persona centroid.",
+            ["adapter", "persona"],
+            buckets=DISTANCE_BUCKETS,
+            registry=r,
+        )
         self.tone_dimension = Histogram(
-            "tonewatch_tone_dimension", "Formality, politeness and warmth of responses (0..1).",
-            ["adapter", "dimension"], buckets=UNIT_BUCKETS, registry=r)
+            "tonewatch_tone_dimension",
+            "Formality, politeness and warmth of responses (0..1).",
+            ["adapter", "dimension"],
+            buckets=UNIT_BUCKETS,
+            registry=r,
+        )
         self.persona_mismatch = Counter(
-            "tonewatch_persona_mismatch", "Responses outside their persona's calibrated radius.",
-            ["adapter", "persona"], registry=r)
+            "tonewatch_persona_mismatch",
+            "Responses outside their persona's calibrated radius.",
+            ["adapter", "persona"],
+            registry=r,
+        )
         self.scoring_seconds = Histogram(
-            "tonewatch_scoring_seconds", "Time to score one batch of texts.", buckets=LATENCY_BUCKETS, registry=r)
+            "tonewatch_scoring_seconds", "Time to score one batch of texts.", buckets=LATENCY_BUCKETS, registry=r
+        )
         # drift and history
         self.drift_score = Gauge(
-            "tonewatch_tone_drift_score", "EWMA of standardized persona deviation of the latest turn's stream.",
-            ["adapter", "persona"], registry=r)
+            "tonewatch_tone_drift_score",
+            "EWMA of standardized persona deviation of the latest turn's stream.",
+            ["adapter", "persona"],
+            registry=r,
+        )
         self.drift_alerts = Counter(
-            "tonewatch_tone_drift_alerts", "Sequential-detector alarms: a session left its persona.",
-            ["adapter", "persona"], registry=r)
+            "tonewatch_tone_drift_alerts",
+            "Sequential-detector alarms: a session left its persona.",
+            ["adapter", "persona"],
+            registry=r,
+        )
         self.sessions_active = Gauge("tonewatch_sessions_active", "Sessions with a turn in the last hour.", registry=r)
         self.sessions_drifting = Gauge("tonewatch_sessions_drifting", "Active sessions in drift alarm.", registry=r)
         self.history_write_seconds = Histogram(
-            "tonewatch_history_write_seconds", "Time to persist one turn.", buckets=IO_BUCKETS, registry=r)
+            "tonewatch_history_write_seconds", "Time to persist one turn.", buckets=IO_BUCKETS, registry=r
+        )
         self.history_write_errors = Counter(
-            "tonewatch_history_write_errors", "Failed history writes (turn spilled locally).", registry=r)
+            "tonewatch_history_write_errors", "Failed history writes (turn spilled locally).", registry=r
+        )
         self.history_spilled = Gauge(
-            "tonewatch_history_spilled_turns", "Turns waiting in the local spill for the store.", registry=r)
+            "tonewatch_history_spilled_turns", "Turns waiting in the local spill for the store.", registry=r
+        )
         self.history_dropped = Counter(
-            "tonewatch_history_dropped_turns", "Turns lost because the spill was full.", registry=r)
+            "tonewatch_history_dropped_turns", "Turns lost because the spill was full.", registry=r
+        )
+        self.history_discarded = Counter(
+            "tonewatch_history_discarded_turns",
+            "Spilled turns not replayed because their session was deleted meanwhile (expected, not a loss).",
+            registry=r,
+        )
+        self.store_circuit_open = Gauge(
+            "tonewatch_store_circuit_open",
+            "1 while the session store is considered down: turns spill locally, no request waits on it.",
+            registry=r,
+        )
+        self.store_circuit_trips = Counter(
+            "tonewatch_store_circuit_trips",
+            "Times the store's circuit breaker opened (an outage or a hang began).",
+            registry=r,
+        )
+        self.turns_recorded = Counter(
+            "tonewatch_turns_recorded",
+            "Generated responses recorded to history, by whether the client got them.",
+            ["delivered"],
+            registry=r,
+        )
+        # gateway mode
+        self.upstream_requests = Counter(
+            "tonewatch_upstream_requests",
+            "Requests to the upstream engine by status (an HTTP code, unreachable, "
+            "timeout, pool_full, error); a rise in non-2xx means the engine, not Tonewatch, is failing.",
+            ["upstream", "status"],
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "tonewatch_upstream_latency_seconds",
+            "Upstream time for a whole answer, per model.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_ttft = Histogram(
+            "tonewatch_upstream_time_to_first_token_seconds",
+            "Upstream time to the first streamed text, per model.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.latency_spikes = Counter(
-            "tonewatch_latency_spikes", "Requests flagged by the Hampel latency filter.", ["adapter", "kind"],
-            registry=r)
+            "tonewatch_latency_spikes",
+            "Requests flagged by the Hampel latency filter.",
+            ["adapter", "kind"],
+            registry=r,
+        )

@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from app.backends.base import ChatBackend
 from app.config import Settings
-from app.engine.adapters import AdapterRegistry
-from app.engine.worker import Engine
 from app.metrics import Metrics
+from app.services.adapters import AdapterService
 from app.services.chat import ChatService
 from app.services.history import HistoryService
 from app.services.tone import ToneService
-from app.store.base import SessionStore
-
-# A readiness check returns None when healthy, else a reason; `degraded` ones don't make /readyz fail.
-ReadinessCheck = Callable[[], Awaitable[str | None]]
+from app.services.turns import TurnRecorder
+from app.store.guard import GuardedStore
+from app.store.spill import ResilientHistory
 
 
 @dataclass
 class AppState:
     settings: Settings
     metrics: Metrics
-    engine: Engine
+    backend: ChatBackend
     chat: ChatService
     tone: ToneService
-    store: SessionStore
+    recorder: TurnRecorder
     history: HistoryService
-    adapters: AdapterRegistry
+    adapters: AdapterService
+    store: GuardedStore
+    spill: ResilientHistory
     base_name: str
     started_at: float
-    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
-    degraded_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
+    startup_notes: list[str] = field(default_factory=list)  # e.g. adapters skipped at start-up, shown in /readyz

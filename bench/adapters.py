@@ -28,8 +28,9 @@ def make_adapters(root: Path) -> None:
     settings = Settings()
     model, _ = load_base_model(resolve_base_model(settings.base_model), settings.model_cache_dir, "cpu", "auto")
     for i, name in enumerate([*ADAPTERS, "probe"]):
-        peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]),
-                                    adapter_name="default")
+        peft_model = get_peft_model(
+            model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]), adapter_name="default"
+        )
         gen = torch.Generator().manual_seed(i)
         with torch.no_grad():
             for pname, p in peft_model.named_parameters():
@@ -42,9 +43,13 @@ def make_adapters(root: Path) -> None:
 
 def body_for(models: list[str]):
     def body(idx: int, j: int) -> dict:
-        return {"model": models[(idx + j) % len(models)],
-                "messages": [{"role": "user", "content": PROMPTS[(idx + j) % len(PROMPTS)]}],
-                "max_tokens": MAX_TOKENS, "temperature": 0}
+        return {
+            "model": models[(idx + j) % len(models)],
+            "messages": [{"role": "user", "content": PROMPTS[(idx + j) % len(PROMPTS)]}],
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+        }
+
     return body
 
 
@@ -78,8 +83,13 @@ def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_adapters(root)
-        server = Server(port=8766, TONEWATCH_ADAPTER_ROOT=str(root), TONEWATCH_ADMIN_TOKEN=TOKEN,
-                        TONEWATCH_DB_PATH=str(root / "tw.db"), TONEWATCH_SCORE_RESPONSES="false")
+        server = Server(
+            port=8766,
+            TONEWATCH_ADAPTER_ROOT=str(root),
+            TONEWATCH_ADMIN_TOKEN=TOKEN,
+            TONEWATCH_DB_PATH=str(root / "tw.db"),
+            TONEWATCH_SCORE_RESPONSES="false",
+        )
         try:
             result: dict = {"max_tokens": MAX_TOKENS}
             result["admin"] = asyncio.run(load_activate_latency(server.url))
@@ -108,9 +118,11 @@ def run() -> dict:
             server.close()
     write("adapters", result)
     plot(result)
-    print(f"  load p50 {result['admin']['load_s']['p50'] * 1000:.0f} ms, activate p50 "
-          f"{result['admin']['activate_s']['p50'] * 1000:.1f} ms, 16-vs-1 {result['throughput_ratio_16_vs_1']:.1f}x, "
-          f"storm p99 ratio {result['p99_ratio_storm_vs_quiet']:.2f} ({storm['swaps']} swaps)")
+    print(
+        f"  load p50 {result['admin']['load_s']['p50'] * 1000:.0f} ms, activate p50 "
+        f"{result['admin']['activate_s']['p50'] * 1000:.1f} ms, 16-vs-1 {result['throughput_ratio_16_vs_1']:.1f}x, "
+        f"storm p99 ratio {result['p99_ratio_storm_vs_quiet']:.2f} ({storm['swaps']} swaps)"
+    )
     return result
 
 
@@ -121,8 +133,10 @@ def plot(result: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.bar(["c=1", "c=16 (3 adapters)"], [result["concurrency_1"]["tokens_per_s"],
-                                         result["concurrency_16_three_adapters"]["tokens_per_s"]])
+    a.bar(
+        ["c=1", "c=16 (3 adapters)"],
+        [result["concurrency_1"]["tokens_per_s"], result["concurrency_16_three_adapters"]["tokens_per_s"]],
+    )
     a.set_ylabel("tokens / s")
     a.set_title(f"mixed-adapter throughput ({result['throughput_ratio_16_vs_1']:.1f}x)")
     labels = ["quiet", "swap storm"]
@@ -133,4 +147,3 @@ def plot(result: dict) -> None:
     b.tick_params(axis="x", rotation=20)
     fig.tight_layout()
     fig.savefig(RESULTS / "adapters.png", dpi=100)
-

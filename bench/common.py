@@ -36,8 +36,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(latencies: list[float]) -> dict:
-    return {"n": len(latencies), "p50": statistics.median(latencies) if latencies else None,
-            "p99": percentile(latencies, 0.99), "mean": statistics.fmean(latencies) if latencies else None}
+    return {
+        "n": len(latencies),
+        "p50": statistics.median(latencies) if latencies else None,
+        "p99": percentile(latencies, 0.99),
+        "mean": statistics.fmean(latencies) if latencies else None,
+    }
 
 
 class Server:
@@ -45,9 +49,13 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         RESULTS.joinpath("tmp").mkdir(parents=True, exist_ok=True)
         self.log = open(RESULTS / "tmp" / f"server-{port}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT,
-                                     env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -85,9 +93,15 @@ async def closed_loop(url: str, concurrency: int, requests_per_client: int, body
         t0 = time.perf_counter()
         await asyncio.gather(*(client(i, http) for i in range(concurrency)))
         wall = time.perf_counter() - t0
-    return {"concurrency": concurrency, "wall_s": wall, "tokens": tokens, "tokens_per_s": tokens / wall,
-            "failures": failures, "latency_s": summary(latencies),
-            "per_token_s": (statistics.median(latencies) / (tokens / max(1, len(latencies)))) if latencies else None}
+    return {
+        "concurrency": concurrency,
+        "wall_s": wall,
+        "tokens": tokens,
+        "tokens_per_s": tokens / wall,
+        "failures": failures,
+        "latency_s": summary(latencies),
+        "per_token_s": (statistics.median(latencies) / (tokens / max(1, len(latencies)))) if latencies else None,
+    }
 
 
 def write(name: str, data: dict) -> Path:

@@ -14,8 +14,12 @@ from pathlib import Path
 from bench.common import RESULTS, write
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "support"
-PAIRS = [("friendly", "support-friendly", "robotic"), ("friendly", "support-friendly", "formal"),
-         ("formal", "support-formal", "robotic"), ("formal", "support-formal", "friendly")]
+PAIRS = [
+    ("friendly", "support-friendly", "robotic"),
+    ("friendly", "support-friendly", "formal"),
+    ("formal", "support-formal", "robotic"),
+    ("formal", "support-formal", "friendly"),
+]
 
 
 def load_responses() -> dict[str, list[str]]:
@@ -28,13 +32,21 @@ def load_responses() -> dict[str, list[str]]:
     return out
 
 
-def run(seed: int = 7, stable_turns: int = 500, switch_streams: int = 100, switch_at: int = 10,
-        arl0: float | None = None, k_ref: float | None = None) -> dict:
+def run(
+    seed: int = 7,
+    stable_turns: int = 500,
+    switch_streams: int = 100,
+    switch_at: int = 10,
+    arl0: float | None = None,
+    k_ref: float | None = None,
+) -> dict:
+    from app.config import Settings
     from app.metrics import Metrics
     from app.monitor import drift
     from app.scoring.scorer import ToneScorer
 
-    scorer = ToneScorer.load(Metrics())
+    settings = Settings()
+    scorer = ToneScorer.load(Metrics(), settings.style_dir, settings.persona_dir)
     responses = load_responses()
     rng = random.Random(seed)
     defaults = drift.DriftParams()
@@ -46,10 +58,17 @@ def run(seed: int = 7, stable_turns: int = 500, switch_streams: int = 100, switc
             if (style, persona_name) in scored:
                 continue
             reports = scorer._score(texts, persona, False)
-            scored[(style, persona_name)] = [drift.Observation(r["persona_distance"], r["formality"],
-                                                               r["politeness"], r["warmth"]) for r in reports]
-    result: dict = {"stable_turns": stable_turns, "switch_streams": switch_streams, "switch_at": switch_at,
-                    "params": params.__dict__, "thresholds": drift.thresholds(params), "cases": []}
+            scored[(style, persona_name)] = [
+                drift.Observation(r["persona_distance"], r["formality"], r["politeness"], r["warmth"]) for r in reports
+            ]
+    result: dict = {
+        "stable_turns": stable_turns,
+        "switch_streams": switch_streams,
+        "switch_at": switch_at,
+        "params": params.__dict__,
+        "thresholds": drift.thresholds(params),
+        "cases": [],
+    }
     for persona_key, persona_name, other in PAIRS:
         persona = scorer.personas[persona_name]
         baseline = drift.Baseline.from_exemplars(persona.loo_distances, persona.exemplar_dims)
@@ -73,13 +92,17 @@ def run(seed: int = 7, stable_turns: int = 500, switch_streams: int = 100, switc
                     break
             delays.append(delay if delay is not None else float("inf"))
         finite = [d for d in delays if d != float("inf")]
-        result["cases"].append({
-            "persona": persona_name, "switch_to": other,
-            "stable_false_alarms": false_alarms,
-            "median_delay_turns": statistics.median(delays) if finite else None,
-            "p90_delay_turns": sorted(delays)[int(0.9 * len(delays))] if finite else None,
-            "detected_share": len(finite) / len(delays), "pre_switch_alarms": pre_switch_alarms,
-        })
+        result["cases"].append(
+            {
+                "persona": persona_name,
+                "switch_to": other,
+                "stable_false_alarms": false_alarms,
+                "median_delay_turns": statistics.median(delays) if finite else None,
+                "p90_delay_turns": sorted(delays)[int(0.9 * len(delays))] if finite else None,
+                "detected_share": len(finite) / len(delays),
+                "pre_switch_alarms": pre_switch_alarms,
+            }
+        )
         print(f"  {persona_name} -> {other}: {result['cases'][-1]}")
     write("drift", result)
     plot(result)
@@ -96,8 +119,12 @@ def plot(result: dict) -> None:
     names = [f"{c['persona'].removeprefix('support-')}\n→ {c['switch_to']}" for c in cases]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(names, [c["median_delay_turns"] or 0 for c in cases], label="median delay (turns)")
-    ax.bar(names, [c["stable_false_alarms"] for c in cases], alpha=0.6,
-           label=f"false alarms / {result['stable_turns']} stable turns")
+    ax.bar(
+        names,
+        [c["stable_false_alarms"] for c in cases],
+        alpha=0.6,
+        label=f"false alarms / {result['stable_turns']} stable turns",
+    )
     ax.axhline(3, ls="--", c="grey", lw=1)
     ax.set_title("Tone-drift detection on simulated sessions")
     ax.legend()

@@ -22,8 +22,12 @@ def bare_generate_per_token(n: int = 5) -> float:
     model, tok = load_base_model(resolve_base_model(settings.base_model), settings.model_cache_dir, "cpu", "auto")
     per_token = []
     for i in range(n):
-        ids = tok.apply_chat_template([{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-                                      add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         with torch.no_grad():
             t0 = time.perf_counter()
             out = model.generate(**ids, max_new_tokens=MAX_TOKENS, do_sample=False)
@@ -34,8 +38,11 @@ def bare_generate_per_token(n: int = 5) -> float:
 
 
 def body(idx: int, j: int) -> dict:
-    return {"messages": [{"role": "user", "content": PROMPTS[(idx + j) % len(PROMPTS)]}],
-            "max_tokens": MAX_TOKENS, "temperature": 0}
+    return {
+        "messages": [{"role": "user", "content": PROMPTS[(idx + j) % len(PROMPTS)]}],
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+    }
 
 
 def run() -> dict:
@@ -46,8 +53,10 @@ def run() -> dict:
         levels = {}
         for concurrency, per_client in [(1, 6), (4, 3), (16, 2)]:
             levels[concurrency] = asyncio.run(closed_loop(server.url, concurrency, per_client, body))
-            print(f"  concurrency {concurrency}: {levels[concurrency]['tokens_per_s']:.1f} tok/s, "
-                  f"p50 {levels[concurrency]['latency_s']['p50']:.2f}s")
+            print(
+                f"  concurrency {concurrency}: {levels[concurrency]['tokens_per_s']:.1f} tok/s, "
+                f"p50 {levels[concurrency]['latency_s']['p50']:.2f}s"
+            )
     finally:
         server.close()
     c1 = levels[1]

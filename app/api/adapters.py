@@ -2,56 +2,52 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from app.api.auth import AdminDep
-from app.api.deps import StateDep
-from app.schemas.adapters import LoadAdapter, VllmLoad, VllmUnload
+from app.api.deps import AdaptersDep
+from app.api.errors import error_responses
+from app.schemas.adapters import AdapterListing, AdapterPublic, LoadAdapter, VllmLoad, VllmUnload
 
 router = APIRouter()
+ADMIN_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 501, 503)
 
 
-def _listing(state) -> dict:
-    registry = state.adapters
-    data = [r.public(active=(name == registry.active)) for name, r in registry.adapters.items()]
-    return {"active": registry.active or registry.base_name, "base": registry.base_name, "data": data}
+@router.get("/admin/adapters", response_model=AdapterListing, responses=ADMIN_ERRORS)
+async def list_adapters(_: AdminDep, adapters: AdaptersDep) -> dict[str, Any]:
+    return await adapters.listing()
 
 
-@router.get("/admin/adapters")
-async def list_adapters(_: AdminDep, state: StateDep) -> dict:
-    return _listing(state)
+@router.post("/admin/adapters", response_model=AdapterPublic, responses=ADMIN_ERRORS)
+async def load_adapter(body: LoadAdapter, _: AdminDep, adapters: AdaptersDep) -> dict[str, Any]:
+    return await adapters.load(body.name, body.path, activate=body.activate)
 
 
-@router.post("/admin/adapters")
-async def load_adapter(body: LoadAdapter, _: AdminDep, state: StateDep) -> dict:
-    record = await state.adapters.load(body.name, body.path, activate=body.activate)
-    return record.public(active=state.adapters.active == body.name)
+@router.post("/admin/adapters/{name}/activate", response_model=AdapterListing, responses=ADMIN_ERRORS)
+async def activate_adapter(name: str, _: AdminDep, adapters: AdaptersDep) -> dict[str, Any]:
+    return await adapters.activate(name)
 
 
-@router.post("/admin/adapters/{name}/activate")
-async def activate_adapter(name: str, _: AdminDep, state: StateDep) -> dict:
-    await state.adapters.activate(None if name == state.adapters.base_name else name)
-    return _listing(state)
-
-
-@router.delete("/admin/adapters/{name}")
-async def unload_adapter(name: str, _: AdminDep, state: StateDep) -> dict:
-    await state.adapters.unload(name)
+@router.delete("/admin/adapters/{name}", responses=ADMIN_ERRORS)
+async def unload_adapter(name: str, _: AdminDep, adapters: AdaptersDep) -> dict[str, Any]:
+    await adapters.unload(name)
     return {"unloaded": name}
 
 
-@router.get("/admin/adapters/{name}/profile")
-async def adapter_profile(name: str, _: AdminDep, state: StateDep) -> dict:
-    return await state.adapters.profile(name)
+@router.get("/admin/adapters/{name}/profile", responses=ADMIN_ERRORS)
+async def adapter_profile(name: str, _: AdminDep, adapters: AdaptersDep) -> dict[str, Any]:
+    return await adapters.profile(name)
 
 
-@router.post("/v1/load_lora_adapter")
-async def vllm_load(body: VllmLoad, _: AdminDep, state: StateDep) -> dict:
-    await state.adapters.load(body.lora_name, body.lora_path)
+@router.post("/v1/load_lora_adapter", responses=ADMIN_ERRORS)
+async def vllm_load(body: VllmLoad, _: AdminDep, adapters: AdaptersDep) -> dict[str, str]:
+    await adapters.load(body.lora_name, body.lora_path)
     return {"message": f"Success: LoRA adapter '{body.lora_name}' added successfully."}
 
 
-@router.post("/v1/unload_lora_adapter")
-async def vllm_unload(body: VllmUnload, _: AdminDep, state: StateDep) -> dict:
-    await state.adapters.unload(body.lora_name)
+@router.post("/v1/unload_lora_adapter", responses=ADMIN_ERRORS)
+async def vllm_unload(body: VllmUnload, _: AdminDep, adapters: AdaptersDep) -> dict[str, str]:
+    await adapters.unload(body.lora_name)
     return {"message": f"Success: LoRA adapter '{body.lora_name}' removed successfully."}

@@ -1,25 +1,43 @@
-"""POST /v1/chat/completions and GET /v1/models (HTTP only; the flow lives in services/chat.py)."""
+"""POST /v1/chat/completions, GET /v1/models[/{id}] (HTTP only; the flow lives in services/chat.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from app.api.deps import StateDep
-from app.errors import TonewatchError, error_body
-from app.schemas.chat import ChatCompletion, ChatCompletionRequest, ModelList
+from app.api.auth import ClientDep
+from app.api.deps import ChatDep
+from app.api.errors import envelope, error_responses
+from app.errors import RequestInvalid, TonewatchError
+from app.schemas.chat import ChatCompletion, ModelCard, ModelList
 
+log = logging.getLogger("tonewatch.http")
 router = APIRouter()
 T = TypeVar("T")
+CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, but logs and metrics do
 
 
-async def cancel_on_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    """Run work, cancelling it if the client hangs up (FastAPI does not do this for plain responses)."""
+async def read_json(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestInvalid(
+            [{"type": "json_invalid", "loc": ("body",), "msg": "invalid JSON", "ctx": {"error": str(exc)}}]
+        ) from None
+    if not isinstance(data, dict):
+        raise RequestInvalid([{"type": "dict_type", "loc": ("body",), "msg": "the body must be a JSON object"}])
+    return data
+
+
+async def until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T | None:
+    """Run work; cancel it when the client hangs up (FastAPI does not do this for plain responses). None then."""
     task = asyncio.ensure_future(work)
     try:
         while True:
@@ -29,36 +47,61 @@ async def cancel_on_disconnect(request: Request, work: Coroutine[Any, Any, T]) -
             if await request.is_disconnected():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-                raise asyncio.CancelledError("client disconnected")
+                return None
     finally:
         if not task.done():
             task.cancel()
 
 
-async def sse(chunks: AsyncIterator[dict]) -> AsyncIterator[str]:
+async def sse(chunks: AsyncIterator[dict[str, Any] | bytes]) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
-            yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+            data = chunk if isinstance(chunk, bytes) else json.dumps(chunk, separators=(",", ":")).encode()
+            yield b"data: " + data + b"\n\n"
     except TonewatchError as exc:  # headers are gone: report in-band, the way OpenAI does
-        yield f"data: {json.dumps(error_body(exc.message, exc.type, exc.code, exc.param))}\n\n"
-    yield "data: [DONE]\n\n"
+        yield b"data: " + json.dumps(envelope(exc)).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion, response_model_exclude_none=True)
-async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep):
-    target = state.chat.resolve_target(body.model)
-    state.tone.scorer.get_persona(body.persona)  # an unknown persona is a 404 before any generation
-    request.state.adapter = target.adapter or "base"
-    if body.stream:
-        target, handle = await state.chat.start(body, target)
+def connection_probe(request: Request):
+    async def connected() -> bool:
+        return not await request.is_disconnected()
+
+    return connected
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses=error_responses(400, 401, 404, 429, 500, 502, 503, 504),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
+        }
+    },
+)
+async def chat_completions(request: Request, chat: ChatDep, _: ClientDep) -> Response:
+    call = chat.parse(await read_json(request))
+    request.state.adapter_label = call.served.label
+    if call.stream:
+        chunks = await chat.stream(call)
         return StreamingResponse(
-            sse(state.chat.stream(body, target, handle)),
+            sse(chunks),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return await cancel_on_disconnect(request, state.chat.complete(body, target))
+    body = await until_disconnect(request, chat.complete(call, connection_probe(request)))
+    if body is None:
+        return Response(status_code=CLIENT_CLOSED)
+    return JSONResponse(body)
 
 
-@router.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)
-async def list_models(state: StateDep) -> ModelList:
-    return state.chat.model_list(int(state.started_at))
+@router.get("/v1/models", response_model=ModelList, responses=error_responses(401))
+async def list_models(chat: ChatDep, _: ClientDep) -> dict[str, Any]:
+    return {"object": "list", "data": await chat.list_models()}
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=error_responses(401, 404))
+async def get_model(model_id: str, chat: ChatDep, _: ClientDep) -> dict[str, Any]:
+    return await chat.get_model(model_id)

@@ -1,4 +1,4 @@
-"""FastAPI dependencies, declared once as Annotated aliases."""
+"""FastAPI dependencies, declared once as Annotated aliases (routers take services, not the whole state)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.errors import EngineUnavailable
+from app.services.adapters import AdapterService
+from app.services.chat import ChatService
+from app.services.history import HistoryService
+from app.services.tone import ToneService
 from app.state import AppState
 
 
@@ -18,3 +22,25 @@ def get_state(request: Request) -> AppState:
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def _chat(state: StateDep) -> ChatService:
+    return state.chat
+
+
+def _tone(state: StateDep) -> ToneService:
+    return state.tone
+
+
+def _history(state: StateDep) -> HistoryService:
+    return state.history
+
+
+def _adapters(state: StateDep) -> AdapterService:
+    return state.adapters
+
+
+ChatDep = Annotated[ChatService, Depends(_chat)]
+ToneDep = Annotated[ToneService, Depends(_tone)]
+HistoryDep = Annotated[HistoryService, Depends(_history)]
+AdaptersDep = Annotated[AdapterService, Depends(_adapters)]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.store.base import StoreUnavailable
 
 router = APIRouter()
 
@@ -16,39 +18,40 @@ async def healthz() -> dict:
     return {"status": "alive"}
 
 
-async def _run_checks(checks: dict) -> dict[str, str]:
-    async def one(check):
-        try:
-            return await asyncio.wait_for(check(), timeout=2.0)
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
-
-    names = list(checks)
-    results = await asyncio.gather(*(one(checks[n]) for n in names))
-    return {n: r for n, r in zip(names, results, strict=True) if r}
-
-
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "Not ready: the body names why"}})
 async def readyz(request: Request) -> JSONResponse:
+    """200 "ready", 200 "degraded" (serving, but history spills locally), or 503 with reasons."""
     state = getattr(request.app.state, "tw", None)
     if state is None:
         return JSONResponse({"status": "not_ready", "reasons": {"model": "still loading"}}, status_code=503)
-    reasons = await _run_checks(state.readiness)
-    if not state.engine.alive:
-        reasons["engine"] = "worker thread is not running"
+    reasons = {}
+    backend_problem = await state.backend.ready()
+    if backend_problem:
+        reasons[state.backend.kind] = backend_problem
     if reasons:
         return JSONResponse({"status": "not_ready", "reasons": reasons}, status_code=503)
-    degraded = await _run_checks(state.degraded_checks)
-    body = {"status": "degraded" if degraded else "ready", "model": state.base_name}
+    degraded = {}
+    try:
+        await state.store.ping()
+    except StoreUnavailable as exc:
+        degraded["store"] = f"unreachable ({exc}); turns spill locally and are replayed when it returns"
+    if state.spill.spilled:
+        degraded["spill"] = f"{state.spill.spilled} turns waiting in the local spill"
+    body = {"status": "degraded" if degraded else "ready", "model": state.base_name, "backend": state.backend.kind}
     if degraded:
         body["degraded"] = degraded
+    if state.startup_notes:
+        body["notes"] = state.startup_notes
     return JSONResponse(body)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics", response_class=PlainTextResponse, responses={200: {"description": "Prometheus text exposition format"}}
+)
 async def metrics(request: Request) -> Response:
     state = getattr(request.app.state, "tw", None)
     if state is None:
         return Response(b"", media_type=CONTENT_TYPE_LATEST)
-    state.metrics.queue_depth.set(state.engine.queue_depth)
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # rendering thousands of series takes a while: never on the event loop
+    payload = await asyncio.to_thread(generate_latest, state.metrics.registry)
+    return Response(payload, media_type=CONTENT_TYPE_LATEST)

@@ -1,76 +1,132 @@
-"""ASGI middleware: body-size limit (before any parsing) and per-route request metrics."""
+"""ASGI middleware, outermost first in effect:
+
+* a request id on every response (`x-request-id`: the client's when it is a sane token, else a new one);
+* the body is read completely before the app sees it: a body over the limit gets 413 after it has been drained
+  (so clients that send the whole body first, and chunked uploads, see the 413 instead of a reset or a 400);
+* per-route request metrics with bounded labels;
+* a last-resort 500 in the error envelope that does not drop the keep-alive connection (Starlette's own
+  ServerErrorMiddleware re-raises, which makes the server close it).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
+import uuid
+from collections.abc import Callable
 
-from app.errors import error_body
+from app.api.errors import error_body
 from app.metrics import Metrics
 
-ROUTES = {"/v1/chat/completions": "chat", "/v1/score": "score"}
+log = logging.getLogger("tonewatch.http")
+ROUTES = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/responses": "responses",
+    "/v1/score": "score",
+}
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Past this many bytes a too-large body is not drained any further: the connection is closed instead.
+DRAIN_LIMIT_FACTOR = 64
 
 
-class _TooLarge(Exception):
-    pass
-
-
-class BodyLimitAndMetrics:
-    def __init__(self, app, *, max_body_bytes: int, metrics_provider):
+class ServiceMiddleware:
+    def __init__(self, app, *, max_body_bytes: int, metrics_provider: Callable[[], Metrics | None]):
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.metrics_provider = metrics_provider  # () -> Metrics | None (None while starting)
+        self.metrics_provider = metrics_provider
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.max_body_bytes
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await _reject_too_large(send, limit)
-
-        seen = 0
         started = time.monotonic()
-        status = {"code": 500, "sent": False}
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = {"code": 500, "started": False}
 
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message):
+        async def tracked_send(message):
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                status["sent"] = True
+                status["code"], status["started"] = message["status"], True
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 self._observe(scope, status["code"], started)
 
+        body_receive = receive
+        if scope.get("method") in {"POST", "PUT", "PATCH"}:
+            body, complete = await self._read_body(receive)
+            if body is None:
+                await _send_json(
+                    tracked_send,
+                    413,
+                    error_body(
+                        f"request body exceeds {self.max_body_bytes} bytes",
+                        "invalid_request_error",
+                        "payload_too_large",
+                    ),
+                    close=not complete,
+                )
+                return
+            body_receive = _replay(body, receive)
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not status["sent"]:
-                await _reject_too_large(send, limit)
-                self._observe(scope, 413, started)
+            await self.app(scope, body_receive, tracked_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not status["started"]:
+                await _send_json(
+                    tracked_send, 500, error_body("internal server error", "server_error", "internal_error")
+                )
+
+    async def _read_body(self, receive) -> tuple[bytes | None, bool]:
+        """(body, True) within the limit; (None, drained?) past it. Drains up to DRAIN_LIMIT_FACTOR x the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return (None, False) if size > self.max_body_bytes else (b"".join(chunks), True)
+            piece = message.get("body", b"")
+            size += len(piece)
+            if size <= self.max_body_bytes:
+                chunks.append(piece)
+            elif size > self.max_body_bytes * DRAIN_LIMIT_FACTOR:
+                return None, False
+            if not message.get("more_body", False):
+                return (b"".join(chunks), True) if size <= self.max_body_bytes else (None, True)
 
     def _observe(self, scope, code: int, started: float) -> None:
         route = ROUTES.get(scope.get("path", ""))
-        metrics: Metrics | None = self.metrics_provider()
+        metrics = self.metrics_provider()
         if route is None or metrics is None:
             return
-        adapter = (scope.get("state") or {}).get("adapter", "none")
+        # the services put a bounded label here (a loaded adapter, a configured source, or "external")
+        adapter = (scope.get("state") or {}).get("adapter_label", "none")
         metrics.requests.labels(route, adapter, str(code)).inc()
         if code < 400:
             metrics.request_latency.labels(route, adapter).observe(time.monotonic() - started)
 
 
-async def _reject_too_large(send, limit: int) -> None:
-    body = json.dumps(error_body(f"request body exceeds {limit} bytes", "invalid_request_error",
-                                 "payload_too_large")).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: disconnect notifications come from the real connection
+
+    return replayed
+
+
+async def _send_json(send, status: int, payload: dict, close: bool = False) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -2,33 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Path
 
 from app.api.auth import AdminDep
-from app.api.deps import StateDep
-from app.schemas.score import PERSONA_NAME, PersonaBody
+from app.api.deps import ToneDep
+from app.api.errors import error_responses
+from app.schemas.score import PERSONA_NAME, PersonaBody, PersonaList, PersonaPublic
 
 router = APIRouter(prefix="/admin/personas")
 NameParam = Path(pattern=PERSONA_NAME)
 
 
-@router.get("")
-async def list_personas(_: AdminDep, state: StateDep) -> dict:
-    return {"data": [p.public() for p in state.tone.scorer.personas.values()]}
+@router.get("", response_model=PersonaList, responses=error_responses(401, 403))
+async def list_personas(_: AdminDep, tone: ToneDep) -> dict[str, Any]:
+    return {"data": [p.public() for p in tone.list_personas()]}
 
 
-@router.get("/{name}")
-async def get_persona(name: str, _: AdminDep, state: StateDep) -> dict:
-    return state.tone.scorer.get_persona(name).public()
-
-
-@router.put("/{name}")
-async def put_persona(body: PersonaBody, _: AdminDep, state: StateDep, name: str = NameParam) -> dict:
-    persona = await state.tone.put_persona(name, body)
+@router.get("/{name}", response_model=PersonaPublic, responses=error_responses(401, 403, 404))
+async def get_persona(name: str, _: AdminDep, tone: ToneDep) -> dict[str, Any]:
+    persona = tone.persona(name)
+    assert persona is not None
     return persona.public()
 
 
-@router.delete("/{name}")
-async def delete_persona(name: str, _: AdminDep, state: StateDep) -> dict:
-    await state.tone.delete_persona(name)
+@router.put("/{name}", response_model=PersonaPublic, responses=error_responses(400, 401, 403, 409, 503))
+async def put_persona(body: PersonaBody, _: AdminDep, tone: ToneDep, name: str = NameParam) -> dict[str, Any]:
+    persona = await tone.put_persona(name, body)
+    return persona.public()
+
+
+@router.delete("/{name}", responses=error_responses(401, 403, 404, 409, 503))
+async def delete_persona(name: str, _: AdminDep, tone: ToneDep) -> dict[str, Any]:
+    await tone.delete_persona(name)
     return {"deleted": name}

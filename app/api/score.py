@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 
-from app.api.deps import StateDep
-from app.schemas.score import ScoreRequest
+from app.api.auth import ClientDep
+from app.api.deps import ToneDep
+from app.api.errors import error_responses
+from app.schemas.score import ScoreRequest, ScoreResponse
 
 router = APIRouter()
 
 
-@router.post("/v1/score")
-async def score(body: ScoreRequest, request: Request, state: StateDep) -> dict:
-    adapter = body.adapter or "external"
-    request.state.adapter = adapter
-    results = await state.tone.score_request(body, adapter)
+@router.post(
+    "/v1/score",
+    response_model=ScoreResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(400, 401, 404, 503),
+)
+async def score(body: ScoreRequest, request: Request, tone: ToneDep, _: ClientDep) -> dict[str, Any]:
+    request.state.adapter_label = tone.source_label(body.adapter)
+    results = await tone.score_request(body)
     return {"object": "tone.score", "persona": body.persona, "results": results}

@@ -53,8 +53,9 @@ def _deltas(spec: AdapterSpec, model: torch.nn.Module) -> dict[str, torch.Tensor
     return deltas
 
 
-def convert_to_lora(spec: AdapterSpec, model: torch.nn.Module, out_dir: Path, max_rank: int,
-                    tolerance: float = 1e-3) -> tuple[AdapterSpec, dict]:
+def convert_to_lora(
+    spec: AdapterSpec, model: torch.nn.Module, out_dir: Path, max_rank: int, tolerance: float = 1e-3
+) -> tuple[AdapterSpec, dict]:
     """Write an equivalent LoRA adapter to out_dir; returns its spec (served as LoRA) and conversion facts."""
     from safetensors.torch import save_file
 
@@ -77,7 +78,8 @@ def convert_to_lora(spec: AdapterSpec, model: torch.nn.Module, out_dir: Path, ma
         raise InvalidAdapterError(
             f"{spec.kind} adapter is not low-rank enough to serve: the best LoRA of rank ≤ {max_rank} differs from "
             f"its update by {worst:.1%} (tolerance {tolerance:.1%}); raise TONEWATCH_MAX_ADAPTER_RANK or retrain as "
-            "LoRA")
+            "LoRA"
+        )
     tensors = {}
     for name, (b, a) in factors.items():  # pad to one rank with zero rows/cols: still exactly ΔW
         k = b.shape[1]
@@ -85,11 +87,21 @@ def convert_to_lora(spec: AdapterSpec, model: torch.nn.Module, out_dir: Path, ma
         tensors[f"{prefix}.lora_A.weight"] = torch.cat([a, a.new_zeros(rank - k, a.shape[1])]).contiguous()
         tensors[f"{prefix}.lora_B.weight"] = torch.cat([b, b.new_zeros(b.shape[0], rank - k)], 1).contiguous()
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": rank, "lora_dropout": 0.0,
-              "target_modules": sorted(deltas), "bias": "none", "fan_in_fan_out": False, "use_dora": False,
-              "inference_mode": True}
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": rank,
+        "lora_alpha": rank,
+        "lora_dropout": 0.0,
+        "target_modules": sorted(deltas),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_dora": False,
+        "inference_mode": True,
+    }
     (out_dir / "adapter_config.json").write_text(json.dumps(config, indent=2))
     save_file(tensors, str(out_dir / "adapter_model.safetensors"))
-    served = replace(spec, path=out_dir, weights=out_dir / "adapter_model.safetensors", peft_type="LORA",
-                     mixable=True, config=config)
+    served = replace(
+        spec, path=out_dir, weights=out_dir / "adapter_model.safetensors", peft_type="LORA", mixable=True, config=config
+    )
     return served, {"served_as": "lora", "served_rank": rank, "conversion_rel_error": worst}

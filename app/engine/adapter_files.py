@@ -26,7 +26,8 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_CONFIG_BYTES = 1 * 2**20
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# PEFT keys adapters by name inside module paths and torch ModuleDicts: no "." and no ModuleDict attribute names.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 # Weight-based PEFT methods this server can validate and hot-swap on a causal LM. Prompt-learning methods
 # (prompt/prefix/p-tuning) and the exotic tuners are refused with a clear message.
@@ -70,12 +71,32 @@ class AdapterSpec:
 
 # ---- names and paths -------------------------------------------------------------------------------------------------
 
+
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidAdapterError(
-            f"invalid adapter name {name!r}: use 1-64 characters from A-Z a-z 0-9 . _ - "
-            "starting with a letter or digit")
+            f"invalid adapter name {name!r}: use 1-64 characters from A-Z a-z 0-9 _ - "
+            "starting with a letter or digit ('.' cannot be used: PEFT keys adapters inside module paths)"
+        )
+    if hasattr(torch.nn.ModuleDict(), name):
+        raise InvalidAdapterError(
+            f"invalid adapter name {name!r}: it is reserved by torch/PEFT "
+            "(an attribute of the modules that hold adapters); choose another name"
+        )
     return name
+
+
+_DICT_PARTS = {"lora_embedding_A", "lora_embedding_B"}  # ParameterDicts: "...lora_embedding_A.<name>", no suffix
+
+
+def names_adapter(key: str, name: str) -> bool:
+    """True when a PEFT state-dict key belongs to adapter `name`, by position, never by substring ("model" is in
+    every key): "<module>.<tuner part>.<name>.<param>", or "<module>.lora_embedding_A.<name>"."""
+    parts = key.split(".")
+    tuner_parts = set().union(*_PARTS.values())
+    if len(parts) >= 3 and parts[-2] == name and parts[-3] in tuner_parts:
+        return True
+    return len(parts) >= 2 and parts[-1] == name and parts[-2] in _DICT_PARTS
 
 
 def resolve_inside(root: Path, relative: str) -> Path:
@@ -123,6 +144,7 @@ def _file_inside(root_resolved: Path, folder: Path, filename: str, relative: str
 
 
 # ---- the base model's modules --------------------------------------------------------------------------------------
+
 
 def _unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside a PeftModel / tuner (or the model itself)."""
@@ -179,6 +201,7 @@ def _features(module: torch.nn.Module) -> tuple[int, int, str] | None:
 
 # ---- config ----------------------------------------------------------------------------------------------------------
 
+
 def _read_config(path: Path | None, relative: str) -> dict:
     if path is None:
         raise InvalidAdapterError(f"{CONFIG_NAME} is missing in {relative!r}")
@@ -196,8 +219,9 @@ def _read_config(path: Path | None, relative: str) -> dict:
 def _positive_int(config: dict, key: str, *, allow_zero: bool = False) -> int:
     value = config.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-        raise InvalidAdapterError(f"{CONFIG_NAME}: {key} must be a {'non-negative' if allow_zero else 'positive'} "
-                                  f"integer, got {value!r}")
+        raise InvalidAdapterError(
+            f"{CONFIG_NAME}: {key} must be a {'non-negative' if allow_zero else 'positive'} integer, got {value!r}"
+        )
     return value
 
 
@@ -260,6 +284,7 @@ def _rank_and_alpha(peft_type: str, config: dict) -> tuple[int | None, float | N
 
 # ---- target modules --------------------------------------------------------------------------------------------------
 
+
 def _target_matcher(config: dict, targets: Any) -> SimpleNamespace:
     return SimpleNamespace(
         target_modules=targets,
@@ -290,8 +315,11 @@ def _resolve_targets(config: dict, modules: dict[str, torch.nn.Module], model: t
         get_out = getattr(_unwrap_model(model), "get_output_embeddings", None)
         if callable(get_out):
             out_emb = _original(get_out())
-        linear = {n for n, m in modules.items()
-                  if _features(m) is not None and _features(m)[2] != "embedding" and m is not out_emb}
+        linear = {
+            n
+            for n, m in modules.items()
+            if _features(m) is not None and _features(m)[2] != "embedding" and m is not out_emb
+        }
         # the expanded list still goes through exclude_modules / modules_to_save / layers_to_transform, as in PEFT
         matched = {n for n in linear if _matches(_target_matcher(config, [n]), n)}
         listed = sorted({n.rsplit(".", 1)[-1] for n in matched})
@@ -300,8 +328,7 @@ def _resolve_targets(config: dict, modules: dict[str, torch.nn.Module], model: t
         listed = sorted({n.rsplit(".", 1)[-1] for n in matched}) or [targets]
     elif isinstance(targets, list) and all(isinstance(t, str) and t for t in targets):
         matched = {n for n in modules if _matches(_target_matcher(config, targets), n)}
-        missing = sorted(t for t in set(targets)
-                         if not any(_matches(_target_matcher(config, [t]), n) for n in modules))
+        missing = sorted(t for t in set(targets) if not any(_matches(_target_matcher(config, [t]), n) for n in modules))
         if missing:
             raise InvalidAdapterError(f"target modules not found in the base model: {', '.join(missing)}")
         listed = sorted(set(targets))
@@ -313,7 +340,8 @@ def _resolve_targets(config: dict, modules: dict[str, torch.nn.Module], model: t
         if _features(modules[name]) is None:
             raise InvalidAdapterError(
                 f"target module {name!r} is a {type(modules[name]).__name__}; only Linear, Conv1D and Embedding "
-                "layers can be adapted")
+                "layers can be adapted"
+            )
     return matched, listed
 
 
@@ -325,10 +353,11 @@ def _name_matches_list(name: str, entries) -> bool:
 
 # ---- weights ---------------------------------------------------------------------------------------------------------
 
+
 def _strip_prefix(key: str) -> str:
     for prefix in _PEFT_PREFIXES:
         if key.startswith(prefix):
-            return key[len(prefix):]
+            return key[len(prefix) :]
     return key
 
 
@@ -338,9 +367,12 @@ def _split_key(key: str, parts: set[str]) -> tuple[str, str] | None:
     comps = key.split(".")
     for i in range(len(comps) - 1, 0, -1):
         if comps[i] in parts:
-            rest = comps[i + 1:]
-            if rest in ([], ["weight"]) or (len(rest) == 1 and rest[0] != "bias") or (
-                    len(rest) == 2 and rest[1] == "weight"):
+            rest = comps[i + 1 :]
+            if (
+                rest in ([], ["weight"])
+                or (len(rest) == 1 and rest[0] != "bias")
+                or (len(rest) == 2 and rest[1] == "weight")
+            ):
                 return ".".join(comps[:i]), comps[i]
             return None
     return None
@@ -368,7 +400,8 @@ def _shape_error(module: str, part: str, got, expected) -> InvalidAdapterError:
     return InvalidAdapterError(
         f"tensor {part} for module {module!r} has shape {list(got)} but the base model and config need "
         f"{list(expected)} "
-        "(was the adapter trained for a different base model?)")
+        "(was the adapter trained for a different base model?)"
+    )
 
 
 def _require(module: str, group: dict, *names: str) -> None:
@@ -388,8 +421,9 @@ def _nonzero(t: torch.Tensor) -> bool:
     return bool(t.any())
 
 
-def _check_lora(module: str, group: dict, base: torch.nn.Module, feats, config: dict, dora: bool,
-                max_rank: int) -> bool:
+def _check_lora(
+    module: str, group: dict, base: torch.nn.Module, feats, config: dict, dora: bool, max_rank: int
+) -> bool:
     in_f, out_f, layer_kind = feats
     r = _pattern_value(_pattern(config, "rank_pattern"), module, config["r"])
     alpha = _pattern_value(_pattern(config, "alpha_pattern"), module, config.get("lora_alpha", 8))
@@ -430,8 +464,8 @@ def _check_adalora(module: str, group: dict, feats, config: dict, rank_limit: in
     expected_k = rank_pattern.get(module, rank_limit)
     if k != expected_k:
         raise InvalidAdapterError(
-            f"tensor lora_A for module {module!r} has rank {k} but the config (init_r / rank_pattern) says "
-            f"{expected_k}")
+            f"tensor lora_A for module {module!r} has rank {k} but the config (init_r / rank_pattern) says {expected_k}"
+        )
     a = _check_shape(module, group, "lora_A", (k, in_f))
     b = _check_shape(module, group, "lora_B", (out_f, k))
     e = _check_shape(module, group, "lora_E", (k, 1))
@@ -528,8 +562,10 @@ def _folder_size(path: Path) -> int:
 
 # ---- the entry point -------------------------------------------------------------------------------------------------
 
-def inspect_adapter(root: Path, relative: str, name: str, base_model: torch.nn.Module, max_rank: int = 64,
-                    max_bytes: int = 64 * 2**20) -> AdapterSpec:
+
+def inspect_adapter(
+    root: Path, relative: str, name: str, base_model: torch.nn.Module, max_rank: int = 64, max_bytes: int = 64 * 2**20
+) -> AdapterSpec:
     """Check everything about an adapter folder that can go wrong, without modifying `base_model` (a transformers
     model or a PeftModel wrapping it). Raises InvalidAdapterError with a human-readable reason."""
     validate_name(name)
@@ -544,8 +580,7 @@ def inspect_adapter(root: Path, relative: str, name: str, base_model: torch.nn.M
         raise InvalidAdapterError(f"{CONFIG_NAME}: peft_type is missing")
     peft_type = peft_type.upper()
     if peft_type not in SUPPORTED_PEFT_TYPES:
-        raise InvalidAdapterError(
-            f"unsupported peft_type {peft_type!r}; supported: {', '.join(SUPPORTED_PEFT_TYPES)}")
+        raise InvalidAdapterError(f"unsupported peft_type {peft_type!r}; supported: {', '.join(SUPPORTED_PEFT_TYPES)}")
     task_type = config.get("task_type")
     if task_type not in ALLOWED_TASK_TYPES:
         raise InvalidAdapterError(f"task_type {task_type!r} is not a causal-LM adapter (expected CAUSAL_LM or none)")
@@ -556,7 +591,8 @@ def inspect_adapter(root: Path, relative: str, name: str, base_model: torch.nn.M
         if pickles:
             raise InvalidAdapterError(
                 f"pickle weights are not loaded; convert to safetensors (found {', '.join(pickles)}, "
-                f"need {WEIGHTS_NAME})")
+                f"need {WEIGHTS_NAME})"
+            )
         raise InvalidAdapterError(f"{WEIGHTS_NAME} is missing in {relative!r}")
 
     size = config_path.stat().st_size + weights.stat().st_size
@@ -573,7 +609,8 @@ def inspect_adapter(root: Path, relative: str, name: str, base_model: torch.nn.M
         variants = _lora_variants(config)
         if variants:
             raise InvalidAdapterError(
-                f"LoRA variant(s) {', '.join(variants)} are not supported (plain LoRA and DoRA are)")
+                f"LoRA variant(s) {', '.join(variants)} are not supported (plain LoRA and DoRA are)"
+            )
     kind = "dora" if use_dora else peft_type.lower()
 
     modules = base_modules(base_model)
@@ -653,17 +690,28 @@ def inspect_adapter(root: Path, relative: str, name: str, base_model: torch.nn.M
             if _check_full_param(base_key if base_key in params else key, tensor, params, "base weight"):
                 raise InvalidAdapterError(
                     f"tensor {key!r} would overwrite a base-model weight shared by every request; "
-                    "retrain with modules_to_save or without saving base weights")
+                    "retrain with modules_to_save or without saving base weights"
+                )
             continue
         raise InvalidAdapterError(f"unexpected tensor {key!r} that maps to no adapter module of the base model")
 
     if not changed:
         raise InvalidAdapterError(
-            "adapter would not change the model's output (all update weights are zero / identity)")
+            "adapter would not change the model's output (all update weights are zero / identity)"
+        )
 
     return AdapterSpec(
-        name=name, path=folder, peft_type=peft_type, kind=kind, rank=rank, alpha=alpha, target_modules=target_list,
-        size_bytes=size, config=config, weights=weights, mixable=peft_type == "LORA" and not use_dora,
+        name=name,
+        path=folder,
+        peft_type=peft_type,
+        kind=kind,
+        rank=rank,
+        alpha=alpha,
+        target_modules=target_list,
+        size_bytes=size,
+        config=config,
+        weights=weights,
+        mixable=peft_type == "LORA" and not use_dora,
         modules=sorted(set(changed)),
     )
 
@@ -672,7 +720,8 @@ def _check_trainable_tokens(module: str, tensor: torch.Tensor, modules: dict, co
     base = modules.get(module)
     if base is None or getattr(base, "weight", None) is None or base.weight.dim() != 2:
         raise InvalidAdapterError(
-            f"trainable tokens for module {module!r}, which is not an embedding of the base model")
+            f"trainable tokens for module {module!r}, which is not an embedding of the base model"
+        )
     indices = config.get("trainable_token_indices")
     if isinstance(indices, dict):
         indices = next((v for k, v in indices.items() if module == k or module.endswith("." + k)), None)
@@ -680,8 +729,9 @@ def _check_trainable_tokens(module: str, tensor: torch.Tensor, modules: dict, co
         raise InvalidAdapterError(f"{CONFIG_NAME}: trainable_token_indices for {module!r} are missing or invalid")
     weight = base.weight.detach()
     if any(i < 0 or i >= weight.shape[0] for i in indices):
-        raise InvalidAdapterError(f"trainable_token_indices for {module!r} are outside the vocabulary "
-                                  f"(size {weight.shape[0]})")
+        raise InvalidAdapterError(
+            f"trainable_token_indices for {module!r} are outside the vocabulary (size {weight.shape[0]})"
+        )
     if tuple(tensor.shape) != (len(indices), weight.shape[1]):
         raise _shape_error(module, "trainable_tokens_delta", tensor.shape, (len(indices), weight.shape[1]))
     return not torch.equal(tensor.to(weight.dtype), weight[indices])

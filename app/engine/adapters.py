@@ -8,6 +8,7 @@ adapters behind), leaving the registry, the active adapter and the model exactly
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import tempfile
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.adapter_convert import convert_to_lora
-from app.engine.adapter_files import AdapterSpec, InvalidAdapterError, inspect_adapter, validate_name
+from app.engine.adapter_files import AdapterSpec, InvalidAdapterError, inspect_adapter, names_adapter, validate_name
 from app.engine.profile import profile_adapter
 from app.engine.worker import Engine
 from app.errors import Conflict, InvalidAdapter, ModelNotFound, NotFound
@@ -25,6 +26,7 @@ from app.metrics import Metrics
 
 log = logging.getLogger("tonewatch.adapters")
 DEFAULT_ALIAS = "default"
+BASE_LABEL = "base"  # the metric label of requests served by the plain base weights
 # PEFT can hold several adapters of one tuner type in one model; LoRA (with DoRA and per-module ranks) is the
 # type the live model holds. Other types are served as their exact LoRA equivalent (adapter_convert).
 SERVED_PEFT_TYPES = {"LORA"}
@@ -42,11 +44,22 @@ class AdapterRecord:
 
     def public(self, active: bool) -> dict[str, Any]:
         s = self.spec
-        return {"name": s.name, "type": s.kind, "peft_type": s.peft_type, "rank": s.rank, "alpha": s.alpha,
-                "target_modules": s.target_modules, "trainable_params": self.trainable_params,
-                "size_bytes": s.size_bytes, "path": str(s.path), "loaded_at": self.loaded_at,
-                "requests_served": self.requests_served, "mixable": s.mixable or bool(self.conversion),
-                "active": active, **self.conversion}
+        return {
+            "name": s.name,
+            "type": s.kind,
+            "peft_type": s.peft_type,
+            "rank": s.rank,
+            "alpha": s.alpha,
+            "target_modules": s.target_modules,
+            "trainable_params": self.trainable_params,
+            "size_bytes": s.size_bytes,
+            "path": str(s.path),
+            "loaded_at": self.loaded_at,
+            "requests_served": self.requests_served,
+            "mixable": s.mixable or bool(self.conversion),
+            "active": active,
+            **self.conversion,
+        }
 
 
 @dataclass
@@ -66,6 +79,13 @@ class AdapterRegistry:
     max_rank: int = 64
     max_bytes: int = 64 * 2**20
     unload_timeout_s: float = 30.0
+    # Validation, SVD conversion and profiles read the model but never change it: they run on this one admin
+    # thread (under the model lock, so no load/unload happens meanwhile), never on the decode worker.
+    admin_pool: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="tonewatch-admin"
+        )
+    )
     adapters: dict[str, AdapterRecord] = field(default_factory=dict)
     active: str | None = None  # None: requests naming no model get the base weights
     _name_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -73,6 +93,12 @@ class AdapterRegistry:
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._name_locks.setdefault(name, asyncio.Lock())
+
+    async def _admin(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.admin_pool, fn, *args)
+
+    def close(self) -> None:
+        self.admin_pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- routing ----------------------------------------------------------------------------------------------
     def resolve(self, model: str | None) -> Target:
@@ -83,18 +109,16 @@ class AdapterRegistry:
             return Target(self.base_name, None)
         record = self.adapters.get(model)
         if record is None or record.unloading:
-            raise ModelNotFound(f"model {model!r} does not exist; GET /v1/models lists what is served",
-                                param="model")
+            raise ModelNotFound(f"model {model!r} does not exist; GET /v1/models lists what is served", param="model")
         return Target(model, model)
 
     def names(self) -> list[str]:
         return [name for name, record in self.adapters.items() if not record.unloading]
 
-    async def count_served(self, req: Any, model: str, adapter: str | None, done: Any, extra: dict) -> dict:
-        """A chat finisher: counts completed requests per adapter (for GET /admin/adapters)."""
+    def count_served(self, adapter: str | None) -> None:
+        """Counts completed requests per adapter (for GET /admin/adapters)."""
         if adapter and adapter in self.adapters:
             self.adapters[adapter].requests_served += 1
-        return {}
 
     # ---- load -------------------------------------------------------------------------------------------------
     async def load(self, name: str, path: str, activate: bool = False) -> AdapterRecord:
@@ -102,21 +126,26 @@ class AdapterRegistry:
             validate_name(name)
         except InvalidAdapterError as exc:
             raise InvalidAdapter(str(exc), param="name") from exc
-        if name in (self.base_name, DEFAULT_ALIAS):
-            raise Conflict(f"{name!r} is reserved for the base model / active-adapter alias", param="name")
+        if name in (self.base_name, DEFAULT_ALIAS, BASE_LABEL):
+            raise Conflict(
+                f"{name!r} is reserved (the base model, the active-adapter alias, or the base model's metric label)",
+                param="name",
+            )
         started = time.perf_counter()
         async with self._lock(name):
             if name in self.adapters:
                 raise Conflict(f"adapter {name!r} is already loaded; unload it first to replace it", param="name")
             try:
                 async with self._model_lock:
-                    spec = await asyncio.to_thread(inspect_adapter, self.root, path, name, self.engine.model,
-                                                   self.max_rank, self.max_bytes)
+                    spec = await self._admin(
+                        inspect_adapter, self.root, path, name, self.engine.model, self.max_rank, self.max_bytes
+                    )
                     with tempfile.TemporaryDirectory(prefix="tonewatch-convert-") as tmp:
                         served, conversion = spec, {}
                         if spec.peft_type not in SERVED_PEFT_TYPES:
-                            served, conversion = await asyncio.to_thread(
-                                convert_to_lora, spec, self.engine.model, Path(tmp), self.max_rank)
+                            served, conversion = await self._admin(
+                                convert_to_lora, spec, self.engine.model, Path(tmp), self.max_rank
+                            )
                         trainable = await asyncio.wrap_future(self.engine.call(lambda: self._install(served)))
             except InvalidAdapterError as exc:
                 self.metrics.adapter_loads.labels(name, "error").inc()
@@ -151,7 +180,7 @@ class AdapterRegistry:
             else:
                 model.add_adapter(spec.name, config)
             result = set_peft_model_state_dict(model, weights, adapter_name=spec.name)
-            missing = [k for k in getattr(result, "missing_keys", []) if f".{spec.name}" in k]
+            missing = [k for k in getattr(result, "missing_keys", []) if names_adapter(k, spec.name)]
             if missing:
                 raise InvalidAdapterError(f"adapter weights are missing {len(missing)} tensors, e.g. {missing[0]}")
             model.eval()
@@ -223,8 +252,10 @@ class AdapterRegistry:
         if record is None:
             raise NotFound(f"adapter {name!r} is not loaded", param="name")
         if record.profile is None:  # ΔW never changes for a loaded adapter: compute once
-            record.profile = await asyncio.wrap_future(
-                self.engine.call(lambda: profile_adapter(self.engine.model, name)))
+            async with self._lock(name), self._model_lock:
+                if name not in self.adapters:
+                    raise NotFound(f"adapter {name!r} is not loaded", param="name")
+                record.profile = await self._admin(profile_adapter, self.engine.model, name)
         return record.profile
 
     # ---- start-up -------------------------------------------------------------------------------------------

@@ -40,8 +40,22 @@ def merge(
     width = max(len_a, len_b)
     for layer_a, layer_b in zip(cache_a.layers, cache_b.layers, strict=True):
         layer_a.keys = torch.cat([_pad_left(layer_a.keys, width - len_a), _pad_left(layer_b.keys, width - len_b)])
-        layer_a.values = torch.cat(
-            [_pad_left(layer_a.values, width - len_a), _pad_left(layer_b.values, width - len_b)]
-        )
+        layer_a.values = torch.cat([_pad_left(layer_a.values, width - len_a), _pad_left(layer_b.values, width - len_b)])
     mask = torch.cat([F.pad(mask_a, (width - len_a, 0)), F.pad(mask_b, (width - len_b, 0))])
     return cache_a, mask
+
+
+def restore_length(cache: DynamicCache, length: int) -> None:
+    """Undo a failed step: a forward that raised may have appended a column to some layers but not to others."""
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is not None and layer.keys.shape[2] > length:
+            layer.keys = layer.keys[:, :, :length, :]
+            layer.values = layer.values[:, :, :length, :]
+
+
+def row_copy(cache: DynamicCache, index: int) -> DynamicCache:
+    """A one-row copy of the cache (to retry one row alone without touching the lane's cache)."""
+    copy = DynamicCache()
+    for layer_idx, layer in enumerate(cache.layers):
+        copy.update(layer.keys[index : index + 1].clone(), layer.values[index : index + 1].clone(), layer_idx)
+    return copy

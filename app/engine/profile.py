@@ -180,8 +180,14 @@ def _head_norms(kind: str, delta: torch.Tensor, n_heads: int | None, head_dim: i
     return [float(x) for x in torch.linalg.norm(per_head.reshape(n_heads, -1), dim=1)]
 
 
-def profile_adapter(model, adapter_name: str, top_k: int = 4, num_heads: int | None = None,
-                    num_kv_heads: int | None = None, head_dim: int | None = None) -> dict:
+def profile_adapter(
+    model,
+    adapter_name: str,
+    top_k: int = 4,
+    num_heads: int | None = None,
+    num_kv_heads: int | None = None,
+    head_dim: int | None = None,
+) -> dict:
     """Profile what `adapter_name` (loaded in the PeftModel `model`) changes. Returns
     {"modules": [per-module dicts], "layers": {layer: {"frobenius_norm", "modules"}},
      "totals": {"frobenius_norm", "modules", "max_head_share"}}; see the module docstring for ΔW."""

@@ -3,8 +3,13 @@
 Requests wait in a bounded queue; the worker admits them into a running batch between decode steps (left-padded
 prefill, then a KV-cache merge), decodes one token for every row per step, and drops rows the moment they finish or
 their client goes away. Rows whose adapters PEFT can mix share a lane (one forward with `adapter_names`); adapters
-that cannot be mixed (DoRA, ...) get a lane of their own. Admin work (loading adapters) runs between steps via
-`call()`, so nothing touches the model concurrently.
+that cannot be mixed (DoRA, ...) get a lane of their own. Admin work that mutates the model (installing adapters)
+runs between steps via `call()`, so no forward ever sees a half-installed adapter.
+
+Fault isolation: every submitted request gets exactly one terminal event (DoneEvent or ErrorEvent), always. A row
+that fails while being admitted, prefilled, sampled or decoded fails alone: a failed batched prefill is retried row
+by row, a failed decode step is undone (KV cache cropped back) and each row is tried alone to find the culprit,
+and the others go on. Only a failure that no single row reproduces fails its lane (never other lanes).
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from transformers import DynamicCache
 from app.engine import kv
 from app.engine.sampling import SamplingParams, choose_tokens, make_generator
 from app.engine.text import TextAssembler
-from app.errors import EngineUnavailable, ModelNotFound, QueueFull, QueueTimeout
+from app.errors import Cancelled, EngineUnavailable, GenerationFailed, ModelNotFound, QueueFull, QueueTimeout
 from app.metrics import Metrics
 
 log = logging.getLogger("tonewatch.engine")
 BASE = "__base__"  # PEFT's name for "no adapter" in adapter_names
 MIXED_LANE = "__mixed__"
+# A decode failure that no row reproduces alone is retried this many times before its lane is failed.
+LANE_RETRIES = 1
 
 
 @dataclass
@@ -74,15 +81,23 @@ class RequestHandle:
     events: asyncio.Queue[Event]
     created: float = field(default_factory=time.monotonic)
     cancelled: bool = False
+    terminated: bool = False  # a DoneEvent or ErrorEvent was emitted (set on the worker thread)
 
     def cancel(self) -> None:
         self.cancelled = True
 
     def emit(self, event: Event) -> None:
+        if self.terminated:
+            return  # exactly one terminal event, nothing after it
+        if isinstance(event, DoneEvent | ErrorEvent):
+            self.terminated = True
         try:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
         except RuntimeError:  # the loop is gone (shutdown); nobody is listening
             pass
+
+    def fail(self, exc: Exception) -> None:
+        self.emit(ErrorEvent(exc))
 
 
 @dataclass
@@ -106,7 +121,16 @@ class _Lane:
         self.rows: list[_Row] = []
         self.cache: DynamicCache | None = None
         self.mask: torch.Tensor | None = None
-        self.next_tokens: list[int] = []
+        self.next_tokens: list[int | Exception] = []
+        self.failures = 0
+
+
+def _row_error(exc: Exception, stage: str) -> Exception:
+    if isinstance(exc, EngineUnavailable | GenerationFailed | ModelNotFound):
+        return exc
+    return GenerationFailed(
+        f"generation failed while {stage} this request ({type(exc).__name__}); other requests were not affected"
+    )
 
 
 class Engine:
@@ -137,12 +161,14 @@ class Engine:
         self.adapters_present: set[str] = set()  # installed in the model; changed only on this thread
         self.peft_active = False
         self._pending: deque[RequestHandle] = deque()
+        self._admitting: list[RequestHandle] = []
         self._control: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
         self._cv = threading.Condition()
         self._lanes: dict[str, _Lane] = {}
         self._running = False
         self._thread: threading.Thread | None = None
         self._round_robin = itertools.count()
+        self._finished_at: deque[float] = deque(maxlen=64)  # completion times, for Retry-After
         self.steps = 0
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -157,9 +183,10 @@ class Engine:
             self._cv.notify_all()
         if self._thread:
             self._thread.join(timeout=30)
-        for handle in list(self._pending):
-            handle.emit(ErrorEvent(EngineUnavailable("server is shutting down")))
-        self._pending.clear()
+        with self._cv:
+            pending, self._pending = list(self._pending), deque()
+        for handle in pending:
+            handle.fail(EngineUnavailable("server is shutting down"))
 
     @property
     def alive(self) -> bool:
@@ -173,6 +200,15 @@ class Engine:
     def active_rows(self) -> int:
         return sum(len(lane.rows) for lane in self._lanes.values())
 
+    def retry_after_s(self) -> float:
+        """How long the queue ahead of a new request takes to drain, from the recent completion rate."""
+        now = time.monotonic()
+        done = [t for t in list(self._finished_at) if now - t < 120]
+        if len(done) >= 2 and now > done[0]:
+            rate = len(done) / (now - done[0])
+            return min(120.0, max(1.0, len(self._pending) / rate))
+        return max(1.0, self.max_wait_s + 1.0)
+
     # ---- API for the event loop -------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest) -> RequestHandle:
         loop = asyncio.get_running_loop()
@@ -181,10 +217,9 @@ class Engine:
             if not self._running:
                 raise EngineUnavailable("engine is not running")
             if len(self._pending) >= self.max_queue:
-                retry = max(1, round(self.max_wait_s + 1))
                 raise QueueFull(
-                    f"server queue is full ({self.max_queue} waiting); retry shortly",
-                    headers={"Retry-After": str(retry)},
+                    f"server queue is full ({self.max_queue} waiting); retry after the Retry-After delay",
+                    retry_after_s=self.retry_after_s(),
                 )
             self._pending.append(handle)
             self.metrics.queue_depth.set(len(self._pending))
@@ -205,9 +240,11 @@ class Engine:
     def rows_for_adapter(self, adapter: str) -> int:
         """Queued plus running requests for an adapter (read from any thread; a snapshot)."""
         pending = sum(1 for h in list(self._pending) if h.request.adapter == adapter)
-        running = sum(1 for lane in list(self._lanes.values()) for r in list(lane.rows)
-                      if r.handle.request.adapter == adapter)
-        return pending + running
+        admitting = sum(1 for h in list(self._admitting) if h.request.adapter == adapter)
+        running = sum(
+            1 for lane in list(self._lanes.values()) for r in list(lane.rows) if r.handle.request.adapter == adapter
+        )
+        return pending + admitting + running
 
     # ---- the worker -----------------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -218,14 +255,14 @@ class Engine:
                     self._cv.wait(timeout=0.5)
                 if not self._running:
                     break
-            self._run_control()
             try:
+                self._run_control()
                 self._admit()
                 self._step_lanes()
-            except Exception as exc:  # a failed forward must not kill the worker: fail the rows, keep serving
-                log.exception("decode step failed")
-                self._fail_all(exc)
-        self._fail_all(EngineUnavailable("server is shutting down"))
+            except Exception as exc:  # a bug, not a row's fault: fail what is in flight, keep serving
+                log.exception("engine step failed unexpectedly")
+                self._fail_in_flight(exc)
+        self._fail_in_flight(EngineUnavailable("server is shutting down"))
 
     def _run_control(self) -> None:
         while self._control:
@@ -251,30 +288,41 @@ class Engine:
             while self._pending and len(taken) < room:
                 taken.append(self._pending.popleft())
             self.metrics.queue_depth.set(len(self._pending))
+            self._admitting = taken
         return taken
 
     def _admit(self) -> None:
         now = time.monotonic()
         by_lane: dict[str, list[_Row]] = {}
         for handle in self._take_pending():
-            waited = now - handle.created
-            if handle.cancelled:
+            try:
+                row = self._admission(handle, now)
+            except Exception as exc:
+                handle.fail(_row_error(exc, "admitting"))
                 continue
-            adapter = handle.request.adapter
-            if adapter is not None and adapter not in self.adapters_present:
-                # unloaded between routing and admission: refuse this row, never break the batch
-                handle.emit(ErrorEvent(ModelNotFound(f"model {adapter!r} was unloaded", param="model")))
-                continue
-            if waited > self.request_timeout_s:
-                handle.emit(ErrorEvent(QueueTimeout(f"request waited {waited:.1f}s in the queue; server overloaded")))
-                continue
-            self.metrics.queue_wait.observe(waited)
-            params = handle.request.params
-            row = _Row(handle, TextAssembler(self.tokenizer, params.stop), make_generator(params), now)
-            by_lane.setdefault(self._lane_key(handle.request.adapter), []).append(row)
+            if row is not None:
+                by_lane.setdefault(self._lane_key(handle.request.adapter), []).append(row)
         for key, rows in by_lane.items():
             lane = self._lanes.setdefault(key, _Lane(key))
-            self._prefill(lane, rows)
+            self._prefill_isolated(lane, rows)
+        self._admitting = []
+
+    def _admission(self, handle: RequestHandle, now: float) -> _Row | None:
+        waited = now - handle.created
+        if handle.cancelled:
+            handle.fail(Cancelled("client went away before admission"))
+            return None
+        adapter = handle.request.adapter
+        if adapter is not None and adapter not in self.adapters_present:
+            # unloaded between routing and admission: refuse this row, never break the batch
+            handle.fail(ModelNotFound(f"model {adapter!r} was unloaded", param="model"))
+            return None
+        if waited > self.request_timeout_s:
+            handle.fail(QueueTimeout(f"request waited {waited:.1f}s in the queue; server overloaded"))
+            return None
+        self.metrics.queue_wait.observe(waited)
+        params = handle.request.params
+        return _Row(handle, TextAssembler(self.tokenizer, params.stop), make_generator(params), now)
 
     def _lane_key(self, adapter: str | None) -> str:
         return adapter if adapter in self.unmixable else MIXED_LANE
@@ -287,26 +335,48 @@ class Engine:
             else:
                 self.model.set_adapter(lane.key)
         out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=position_ids, cache=cache,
-            use_cache=True, logits_to_keep=1, **kwargs,
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **kwargs,
         )
         return out.logits[:, -1, :]
 
+    def _prefill_isolated(self, lane: _Lane, rows: list[_Row]) -> None:
+        try:
+            self._prefill(lane, rows)
+            return
+        except Exception as exc:
+            if len(rows) == 1:
+                log.warning("prefill failed for request %s: %r", rows[0].handle.request.request_id, exc)
+                rows[0].handle.fail(_row_error(exc, "reading the prompt of"))
+                return
+        for row in rows:  # find the row that broke the batch: the others join one by one
+            try:
+                self._prefill(lane, [row])
+            except Exception as exc:
+                log.warning("prefill failed for request %s: %r", row.handle.request.request_id, exc)
+                row.handle.fail(_row_error(exc, "reading the prompt of"))
+
     def _prefill(self, lane: _Lane, rows: list[_Row]) -> None:
+        """Prefill rows and merge them into the lane. Changes nothing in the lane unless everything succeeded."""
         prompts = [r.handle.request.prompt_ids for r in rows]
         width = max(len(p) for p in prompts)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p):] = 1
+            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
         logits = self._forward(lane, rows, ids, mask, position_ids, cache)
+        tokens = choose_tokens(logits, [r.handle.request.params for r in rows], [r.generator for r in rows])
         for r in rows:
             self.metrics.prompt_tokens.labels(r.adapter_label).inc(len(r.handle.request.prompt_ids))
-        tokens = choose_tokens(logits, [r.handle.request.params for r in rows], [r.generator for r in rows])
         if lane.cache is None or not lane.rows:
             lane.cache, lane.mask = cache, mask
         else:
@@ -324,20 +394,71 @@ class Engine:
         for lane in lanes:
             self._drop_cancelled(lane)
             if lane.rows:
-                self._decode(lane)
+                self._decode_isolated(lane)
         for key in [k for k, lane in self._lanes.items() if not lane.rows]:
             del self._lanes[key]
+
+    def _decode_isolated(self, lane: _Lane) -> None:
+        assert lane.cache is not None and lane.mask is not None
+        length, mask = lane.mask.shape[1], lane.mask
+        try:
+            self._decode(lane)
+            lane.failures = 0
+            return
+        except Exception as exc:
+            kv.restore_length(lane.cache, length)
+            lane.mask = mask
+            error = exc
+        log.warning("decode step failed for a lane of %d rows (%r); isolating", len(lane.rows), error)
+        culprits = [i for i in range(len(lane.rows)) if not self._decodes_alone(lane, i)]
+        for i in culprits:
+            lane.rows[i].handle.fail(_row_error(error, "generating"))
+        if culprits:
+            self._remove(lane, culprits)  # the others retry the step on the next iteration
+            return
+        lane.failures += 1
+        if lane.failures > LANE_RETRIES:
+            for row in lane.rows:
+                row.handle.fail(_row_error(error, "generating"))
+            self._remove(lane, list(range(len(lane.rows))))
+
+    def _decodes_alone(self, lane: _Lane, index: int) -> bool:
+        """Try one decode step for one row on a copy of its cache (nothing in the lane changes)."""
+        assert lane.cache is not None and lane.mask is not None
+        token = lane.next_tokens[index]
+        if isinstance(token, Exception):
+            return False
+        row = lane.rows[index]
+        mask = torch.cat(
+            [lane.mask[index : index + 1], torch.ones((1, 1), dtype=lane.mask.dtype, device=self.device)], 1
+        )
+        ids = torch.tensor([[token]], dtype=torch.long, device=self.device)
+        try:
+            logits = self._forward(
+                lane,
+                [row],
+                ids,
+                mask,
+                lane.mask[index : index + 1].sum(-1, keepdim=True),
+                kv.row_copy(lane.cache, index),
+            )
+            result = choose_tokens(logits, [row.handle.request.params], [None])
+        except Exception:
+            return False
+        return not isinstance(result[0], Exception)
 
     def _decode(self, lane: _Lane) -> None:
         assert lane.cache is not None and lane.mask is not None
         rows = lane.rows
         ids = torch.tensor(lane.next_tokens, dtype=torch.long, device=self.device).unsqueeze(1)
         position_ids = lane.mask.sum(-1, keepdim=True)
-        lane.mask = torch.cat([lane.mask, torch.ones((len(rows), 1), dtype=lane.mask.dtype, device=self.device)], 1)
-        logits = self._forward(lane, rows, ids, lane.mask, position_ids, lane.cache)
+        mask = torch.cat([lane.mask, torch.ones((len(rows), 1), dtype=lane.mask.dtype, device=self.device)], 1)
+        logits = self._forward(lane, rows, ids, mask, position_ids, lane.cache)
+        tokens = choose_tokens(logits, [r.handle.request.params for r in rows], [r.generator for r in rows])
+        lane.mask = mask
         self.metrics.batch_size.observe(len(rows))
         self.steps += 1
-        lane.next_tokens = choose_tokens(logits, [r.handle.request.params for r in rows], [r.generator for r in rows])
+        lane.next_tokens = tokens
         self._accept(lane, 0)
 
     def _accept(self, lane: _Lane, start: int) -> None:
@@ -347,43 +468,65 @@ class Engine:
         for i in range(start, len(lane.rows)):
             row, token = lane.rows[i], lane.next_tokens[i]
             if row.handle.cancelled:
+                row.handle.fail(Cancelled("client went away"))
                 finished.append(i)
                 continue
-            if token in self.eos_ids:
-                self._finish(row, "stop", now)
+            if isinstance(token, Exception):
+                log.warning("sampling failed for request %s: %r", row.handle.request.request_id, token)
+                row.handle.fail(_row_error(token, "sampling a token for"))
                 finished.append(i)
                 continue
-            row.n_generated += 1
-            self.metrics.generated_tokens.labels(row.adapter_label).inc()
-            if row.n_generated == 1:
-                row.first_token = now
-                self.metrics.ttft.labels(row.adapter_label).observe(now - row.handle.created)
-            else:
-                self.metrics.inter_token.labels(row.adapter_label).observe(now - row.last_token)
-            row.last_token = now
-            delta = row.assembler.add(token)
-            if delta:
-                row.handle.emit(TokenEvent(delta))
-            if row.assembler.stopped:
-                self._finish(row, "stop", now)
-                finished.append(i)
-            elif row.n_generated >= row.handle.request.params.max_tokens:
-                self._finish(row, "length", now)
+            try:
+                if self._take_token(row, token, now):
+                    finished.append(i)
+            except Exception as exc:  # detokenising or a stop check failed: this row only
+                row.handle.fail(_row_error(exc, "decoding the text of"))
                 finished.append(i)
         if finished:
             self._remove(lane, finished)
+
+    def _take_token(self, row: _Row, token: int, now: float) -> bool:
+        """Add one token to a row; True when the row is finished."""
+        if token in self.eos_ids:
+            self._finish(row, "stop", now)
+            return True
+        row.n_generated += 1
+        self.metrics.generated_tokens.labels(row.adapter_label).inc()
+        if row.n_generated == 1:
+            row.first_token = now
+            self.metrics.ttft.labels(row.adapter_label).observe(now - row.handle.created)
+        else:
+            self.metrics.inter_token.labels(row.adapter_label).observe(now - row.last_token)
+        row.last_token = now
+        delta = row.assembler.add(token)
+        if delta:
+            row.handle.emit(TokenEvent(delta))
+        if row.assembler.stopped:
+            self._finish(row, "stop", now)
+            return True
+        if row.n_generated >= row.handle.request.params.max_tokens:
+            self._finish(row, "length", now)
+            return True
+        return False
 
     def _finish(self, row: _Row, reason: str, now: float) -> None:
         tail = row.assembler.finish() if not row.assembler.stopped else ""
         if tail:
             row.handle.emit(TokenEvent(tail))
         created = row.handle.created
-        row.handle.emit(DoneEvent(
-            text=row.assembler.text, finish_reason=reason,
-            prompt_tokens=len(row.handle.request.prompt_ids), completion_tokens=row.n_generated,
-            queue_s=row.admitted - created, ttft_s=(row.first_token or now) - created, total_s=now - created,
-            request_id=row.handle.request.request_id,
-        ))
+        row.handle.emit(
+            DoneEvent(
+                text=row.assembler.text,
+                finish_reason=reason,
+                prompt_tokens=len(row.handle.request.prompt_ids),
+                completion_tokens=row.n_generated,
+                queue_s=row.admitted - created,
+                ttft_s=(row.first_token or now) - created,
+                total_s=now - created,
+                request_id=row.handle.request.request_id,
+            )
+        )
+        self._finished_at.append(now)
 
     def _remove(self, lane: _Lane, indices: list[int]) -> None:
         gone = set(indices)
@@ -398,14 +541,21 @@ class Engine:
 
     def _drop_cancelled(self, lane: _Lane) -> None:
         gone = [i for i, r in enumerate(lane.rows) if r.handle.cancelled]
+        for i in gone:
+            lane.rows[i].handle.fail(Cancelled("client went away"))
         if gone:
             self._remove(lane, gone)
 
-    def _fail_all(self, exc: Exception) -> None:
+    def _fail_in_flight(self, exc: Exception) -> None:
+        error = (
+            exc if isinstance(exc, EngineUnavailable) else GenerationFailed(f"generation failed: {type(exc).__name__}")
+        )
+        for handle in self._admitting:
+            handle.fail(error)
+        self._admitting = []
         for lane in self._lanes.values():
             for row in lane.rows:
-                row.handle.emit(ErrorEvent(exc if isinstance(exc, EngineUnavailable)
-                                           else EngineUnavailable(f"generation failed: {type(exc).__name__}")))
+                row.handle.fail(error)
         self._lanes.clear()
 
 

@@ -42,6 +42,7 @@ WORD = re.compile(r"[A-Za-z0-9']+")
 
 # ---- text quality -----------------------------------------------------------------------------------------------
 
+
 def text_quality(text: str, n: int = 3) -> dict[str, Any]:
     """Degeneration checks: word count, distinct-2 (unique word bigrams / bigrams), the largest number of times any
     word n-gram occurs, and whether the answer counts as collapsed (empty, or an n-gram repeated more than 3 times,
@@ -49,11 +50,15 @@ def text_quality(text: str, n: int = 3) -> dict[str, Any]:
     words = [w.lower() for w in WORD.findall(text)]
     bigrams = list(itertools.pairwise(words))
     distinct2 = len(set(bigrams)) / len(bigrams) if bigrams else 1.0
-    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
     max_repeat = max(grams.values()) if grams else 0
     collapsed = not text.strip() or max_repeat > 3 or (len(bigrams) >= 8 and distinct2 < 0.5)
-    return {"words": len(words), "distinct2": round(distinct2, 4), "max_ngram_repeat": max_repeat,
-            "collapsed": collapsed}
+    return {
+        "words": len(words),
+        "distinct2": round(distinct2, 4),
+        "max_ngram_repeat": max_repeat,
+        "collapsed": collapsed,
+    }
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -69,6 +74,7 @@ def _std(values: list[float]) -> float | None:
 
 
 # ---- the serving stack --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class EvalContext:
@@ -96,8 +102,9 @@ def _manifest_paths(root: Path) -> dict[str, str]:
     return {e["name"]: e["path"] for e in data.get("adapters", [])}
 
 
-async def build_context(adapters: list[str], adapter_root: Path | None = None, *, max_batch_size: int | None = None,
-                        settings: Any = None) -> EvalContext:
+async def build_context(
+    adapters: list[str], adapter_root: Path | None = None, *, max_batch_size: int | None = None, settings: Any = None
+) -> EvalContext:
     """Base model + engine + adapter registry (with the named adapters loaded) + tone scorer, as the server builds
     them. Adapter paths come from the adapter root's manifest.json, else the folder of the same name."""
     from app.config import Settings
@@ -112,14 +119,28 @@ async def build_context(adapters: list[str], adapter_root: Path | None = None, *
     metrics = Metrics()
     source = resolve_base_model(settings.base_model, settings.served_model_name)
     device = pick_device(settings.device)
-    model, tokenizer = await asyncio.to_thread(load_base_model, source, settings.model_cache_dir, device,
-                                               settings.dtype)
-    engine = Engine(model, tokenizer, device=device, metrics=metrics,
-                    max_batch_size=max_batch_size or settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
-                    max_queue=max(settings.max_queue, 4096), request_timeout_s=3600.0)
+    model, tokenizer = await asyncio.to_thread(
+        load_base_model, source, settings.model_cache_dir, device, settings.dtype
+    )
+    engine = Engine(
+        model,
+        tokenizer,
+        device=device,
+        metrics=metrics,
+        max_batch_size=max_batch_size or settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue=max(settings.max_queue, 4096),
+        request_timeout_s=3600.0,
+    )
     engine.start()
-    registry = AdapterRegistry(engine, metrics, root, source.name, max_rank=settings.max_adapter_rank,
-                               max_bytes=int(settings.max_adapter_mb * 2**20))
+    registry = AdapterRegistry(
+        engine,
+        metrics,
+        root,
+        source.name,
+        max_rank=settings.max_adapter_rank,
+        max_bytes=int(settings.max_adapter_mb * 2**20),
+    )
     ctx = EvalContext(engine, tokenizer, registry, None, source.name, device)
     try:
         paths = _manifest_paths(root)
@@ -127,7 +148,7 @@ async def build_context(adapters: list[str], adapter_root: Path | None = None, *
             if ctx.adapter_for(name) is not None and name not in registry.adapters:
                 await registry.load(name, paths.get(name, name))
                 ctx.loaded.append(name)
-        ctx.scorer = await asyncio.to_thread(ToneScorer.load, metrics)
+        ctx.scorer = await asyncio.to_thread(ToneScorer.load, metrics, settings.style_dir, settings.persona_dir)
     except BaseException:
         engine.stop()
         raise
@@ -141,6 +162,7 @@ def close_context(ctx: EvalContext) -> None:
 
 
 # ---- generation ---------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Answer:
@@ -167,9 +189,17 @@ async def generate(ctx: EvalContext, adapter_name: str, messages: list[dict[str,
     while True:
         event = await handle.events.get()
         if isinstance(event, DoneEvent):
-            return Answer(adapter_name, messages, event.text.strip(), event.finish_reason, event.prompt_tokens,
-                          event.completion_tokens, event.total_s, event.ttft_s,
-                          quality=text_quality(event.text))
+            return Answer(
+                adapter_name,
+                messages,
+                event.text.strip(),
+                event.finish_reason,
+                event.prompt_tokens,
+                event.completion_tokens,
+                event.total_s,
+                event.ttft_s,
+                quality=text_quality(event.text),
+            )
         if isinstance(event, ErrorEvent):
             raise event.error
 
@@ -177,8 +207,9 @@ async def generate(ctx: EvalContext, adapter_name: str, messages: list[dict[str,
 def sampling(max_tokens: int, temperature: float = 0.0, seed: int | None = None):
     from app.engine.sampling import SamplingParams
 
-    return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=1.0 if temperature <= 0 else 0.95,
-                          seed=seed)
+    return SamplingParams(
+        max_tokens=max_tokens, temperature=temperature, top_p=1.0 if temperature <= 0 else 0.95, seed=seed
+    )
 
 
 async def score_answers(ctx: EvalContext, answers: list[Answer], adapter: str) -> None:
@@ -188,7 +219,7 @@ async def score_answers(ctx: EvalContext, answers: list[Answer], adapter: str) -
     texts = [a.text for a in answers]
     personas = sorted(ctx.scorer.personas)
     for i, persona in enumerate(personas or [None]):
-        reports = await ctx.scorer.score(texts, persona=persona, adapter=adapter)
+        reports = await ctx.scorer.score(texts, persona=persona, label=adapter)
         for a, r in zip(answers, reports, strict=True):
             if i == 0:
                 a.tone = {"label": r["label"], "probs": r["probs"], **{d: r[d] for d in DIMENSIONS}}
@@ -197,6 +228,7 @@ async def score_answers(ctx: EvalContext, answers: list[Answer], adapter: str) -
 
 
 # ---- sessions -----------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class SessionResult:
@@ -215,21 +247,34 @@ class SessionResult:
         return next((i + 1 for i, d in enumerate(self.drift) if d["alert"]), None)
 
     def public(self) -> dict[str, Any]:
-        return {"plan": self.plan, "persona": self.persona, "alerted": self.alerted,
-                "first_alert_turn": self.first_alert_turn,
-                "final_dispersion": self.drift[-1]["dispersion"] if self.drift else None,
-                "turns": [{"adapter": a.adapter, "user": a.messages[-1]["content"], "answer": a.text,
-                           "label": a.tone.get("label"), **{d: a.tone.get(d) for d in DIMENSIONS},
-                           "persona_distance": a.personas.get(self.persona, {}).get("distance"),
-                           "drift": d} for a, d in zip(self.answers, self.drift, strict=True)]}
+        return {
+            "plan": self.plan,
+            "persona": self.persona,
+            "alerted": self.alerted,
+            "first_alert_turn": self.first_alert_turn,
+            "final_dispersion": self.drift[-1]["dispersion"] if self.drift else None,
+            "turns": [
+                {
+                    "adapter": a.adapter,
+                    "user": a.messages[-1]["content"],
+                    "answer": a.text,
+                    "label": a.tone.get("label"),
+                    **{d: a.tone.get(d) for d in DIMENSIONS},
+                    "persona_distance": a.personas.get(self.persona, {}).get("distance"),
+                    "drift": d,
+                }
+                for a, d in zip(self.answers, self.drift, strict=True)
+            ],
+        }
 
 
 def _user_text(prompt: list[dict[str, str]]) -> str:
     return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
 
 
-async def run_session(ctx: EvalContext, plan: list[tuple[str, str]], persona: str | None, params: Any,
-                      drift_params: Any = None) -> SessionResult:
+async def run_session(
+    ctx: EvalContext, plan: list[tuple[str, str]], persona: str | None, params: Any, drift_params: Any = None
+) -> SessionResult:
     """A multi-turn chat: ``plan`` is [(adapter, user message)] per turn; the history (user + assistant turns)
     is kept, so an adapter switch mid-session answers on the previous voice's history. Every answer is scored
     (against ``persona`` when given) and fed to the drift detector in order."""
@@ -250,9 +295,12 @@ async def run_session(ctx: EvalContext, plan: list[tuple[str, str]], persona: st
         baseline = drift.Baseline.from_exemplars(p.loo_distances, p.exemplar_dims)
     state, reports = None, []
     for a in answers:
-        obs = drift.Observation(persona_distance=a.personas.get(persona, {}).get("distance") if persona else None,
-                                formality=a.tone["formality"], politeness=a.tone["politeness"],
-                                warmth=a.tone["warmth"])
+        obs = drift.Observation(
+            persona_distance=a.personas.get(persona, {}).get("distance") if persona else None,
+            formality=a.tone["formality"],
+            politeness=a.tone["politeness"],
+            warmth=a.tone["warmth"],
+        )
         state, report = drift.update(state, obs, baseline, drift_params)
         reports.append(report.public())
     return SessionResult([adapter for adapter, _ in plan], persona, answers, reports)
@@ -266,8 +314,15 @@ def session_plans(prompts: list[list[dict[str, str]]], sessions: int, turns: int
 
 # ---- the report ---------------------------------------------------------------------------------------------------
 
-def summarize(name: str, answers: list[Answer], sessions: list[SessionResult], wall_s: float,
-              personas: list[str], own_persona: str | None) -> dict[str, Any]:
+
+def summarize(
+    name: str,
+    answers: list[Answer],
+    sessions: list[SessionResult],
+    wall_s: float,
+    personas: list[str],
+    own_persona: str | None,
+) -> dict[str, Any]:
     labels = Counter(a.tone["label"] for a in answers)
     n = len(answers)
     everything = answers + [a for s in sessions for a in s.answers]
@@ -275,58 +330,94 @@ def summarize(name: str, answers: list[Answer], sessions: list[SessionResult], w
     ttft = [a.ttft_s for a in everything]
     tokens = sum(a.completion_tokens for a in answers)
     per_request_rate = [a.completion_tokens / a.total_s for a in everything if a.total_s > 0]
-    dims = {d: {"mean": _mean([a.tone[d] for a in answers]), "std": _std([a.tone[d] for a in answers])}
-            for d in DIMENSIONS}
+    dims = {
+        d: {"mean": _mean([a.tone[d] for a in answers]), "std": _std([a.tone[d] for a in answers])} for d in DIMENSIONS
+    }
     match = {p: _mean([float(a.personas[p]["match"]) for a in answers]) for p in personas}
     distance = {p: _mean([a.personas[p]["distance"] for a in answers]) for p in personas}
     dispersion = [s.drift[-1]["dispersion"] for s in sessions if s.drift]
-    session_std = [float(np.mean([np.std([a.tone[d] for a in s.answers]) for d in DIMENSIONS]))
-                   for s in sessions if len(s.answers) >= 2]
+    session_std = [
+        float(np.mean([np.std([a.tone[d] for a in s.answers]) for d in DIMENSIONS]))
+        for s in sessions
+        if len(s.answers) >= 2
+    ]
     return {
-        "name": name, "persona": own_persona, "answers": n,
+        "name": name,
+        "persona": own_persona,
+        "answers": n,
         "labels": {label: labels.get(label, 0) for label in LABELS},
         "label_share": {label: labels.get(label, 0) / n if n else 0.0 for label in LABELS},
         "top_label": labels.most_common(1)[0][0] if labels else None,
-        "persona_match_rate": match, "persona_distance_mean": distance,
+        "persona_match_rate": match,
+        "persona_distance_mean": distance,
         "dimensions": dims,
-        "dispersion_mean": _mean(dispersion), "session_dim_std_mean": _mean(session_std),
-        "sessions": len(sessions), "sessions_alerted": sum(s.alerted for s in sessions),
-        "latency_p50_s": _percentile(latencies, 50), "latency_p99_s": _percentile(latencies, 99),
-        "ttft_p50_s": _percentile(ttft, 50), "requests": len(everything),
+        "dispersion_mean": _mean(dispersion),
+        "session_dim_std_mean": _mean(session_std),
+        "sessions": len(sessions),
+        "sessions_alerted": sum(s.alerted for s in sessions),
+        "latency_p50_s": _percentile(latencies, 50),
+        "latency_p99_s": _percentile(latencies, 99),
+        "ttft_p50_s": _percentile(ttft, 50),
+        "requests": len(everything),
         "tokens_per_s": tokens / wall_s if wall_s > 0 else None,
         "request_tokens_per_s_p50": _percentile(per_request_rate, 50),
         "completion_tokens_mean": _mean([a.completion_tokens for a in answers]),
         "finished_by_length": sum(a.finish_reason == "length" for a in answers),
-        "quality": {"empty": sum(not a.text.strip() for a in everything),
-                    "collapsed": sum(a.quality["collapsed"] for a in everything),
-                    "distinct2_mean": _mean([a.quality["distinct2"] for a in everything]),
-                    "max_ngram_repeat": max((a.quality["max_ngram_repeat"] for a in everything), default=0)},
+        "quality": {
+            "empty": sum(not a.text.strip() for a in everything),
+            "collapsed": sum(a.quality["collapsed"] for a in everything),
+            "distinct2_mean": _mean([a.quality["distinct2"] for a in everything]),
+            "max_ngram_repeat": max((a.quality["max_ngram_repeat"] for a in everything), default=0),
+        },
     }
 
 
-async def run_adapter(ctx: EvalContext, name: str, prompts: list[list[dict[str, str]]], sessions: int, turns: int,
-                      max_tokens: int, temperature: float = 0.0, seed: int = 0) -> dict[str, Any]:
+async def run_adapter(
+    ctx: EvalContext,
+    name: str,
+    prompts: list[list[dict[str, str]]],
+    sessions: int,
+    turns: int,
+    max_tokens: int,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Single-turn answers to every prompt (all submitted at once) and the simulated sessions (concurrently), scored.
     Returns {"summary", "answers", "sessions"}."""
     params = sampling(max_tokens, temperature)
     started = time.perf_counter()
-    answers = await asyncio.gather(*(generate(ctx, name, p, sampling(max_tokens, temperature, seed + i)
-                                              if temperature > 0 else params)
-                                     for i, p in enumerate(prompts)))
+    answers = await asyncio.gather(
+        *(
+            generate(ctx, name, p, sampling(max_tokens, temperature, seed + i) if temperature > 0 else params)
+            for i, p in enumerate(prompts)
+        )
+    )
     wall = time.perf_counter() - started
     await score_answers(ctx, list(answers), name)
     persona = ctx.persona_for(name)
     plans = session_plans(prompts, sessions, turns) if sessions and turns else []
-    results = await asyncio.gather(*(run_session(ctx, [(name, user) for user in plan], persona, params)
-                                     for plan in plans))
+    results = await asyncio.gather(
+        *(run_session(ctx, [(name, user) for user in plan], persona, params) for plan in plans)
+    )
     summary = summarize(name, list(answers), list(results), wall, sorted(ctx.scorer.personas), persona)
     return {"summary": summary, "answers": list(answers), "sessions": list(results)}
 
 
-async def evaluate(adapters: list[str], prompts: list[list[dict[str, str]]], sessions: int, turns: int,
-                   max_tokens: int, out_dir: str | Path | None = DEFAULT_OUT, *, adapter_root: Path | None = None,
-                   temperature: float = 0.0, seed: int = 0, max_batch_size: int | None = None,
-                   prompts_source: str | None = None, context: EvalContext | None = None) -> dict[str, Any]:
+async def evaluate(
+    adapters: list[str],
+    prompts: list[list[dict[str, str]]],
+    sessions: int,
+    turns: int,
+    max_tokens: int,
+    out_dir: str | Path | None = DEFAULT_OUT,
+    *,
+    adapter_root: Path | None = None,
+    temperature: float = 0.0,
+    seed: int = 0,
+    max_batch_size: int | None = None,
+    prompts_source: str | None = None,
+    context: EvalContext | None = None,
+) -> dict[str, Any]:
     """Run the comparison and (when ``out_dir`` is set) write report.json, report.md and the plots there.
     Adapters run one after another so each one's latency is measured on its own; within an adapter all prompts
     (and all sessions) are in flight together and the engine batches them."""
@@ -345,15 +436,37 @@ async def evaluate(adapters: list[str], prompts: list[list[dict[str, str]]], ses
         if context is None:
             close_context(ctx)
     report = {
-        "meta": {"base_model": ctx.base_name, "device": ctx.device, "adapters": adapters, "prompts": len(prompts),
-                 "prompts_source": prompts_source, "sessions": sessions, "turns": turns, "max_tokens": max_tokens,
-                 "temperature": temperature, "max_batch_size": ctx.engine.max_batch_size,
-                 "personas": sorted(ctx.scorer.personas), "duration_s": round(time.perf_counter() - started, 1),
-                 "created": time.strftime("%Y-%m-%d %H:%M:%S")},
+        "meta": {
+            "base_model": ctx.base_name,
+            "device": ctx.device,
+            "adapters": adapters,
+            "prompts": len(prompts),
+            "prompts_source": prompts_source,
+            "sessions": sessions,
+            "turns": turns,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "max_batch_size": ctx.engine.max_batch_size,
+            "personas": sorted(ctx.scorer.personas),
+            "duration_s": round(time.perf_counter() - started, 1),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
         "adapters": {name: run["summary"] for name, run in runs.items()},
-        "answers": {name: [{"prompt": _user_text(a.messages), "answer": a.text, "finish_reason": a.finish_reason,
-                            "completion_tokens": a.completion_tokens, **a.tone, "personas": a.personas,
-                            "quality": a.quality} for a in run["answers"]] for name, run in runs.items()},
+        "answers": {
+            name: [
+                {
+                    "prompt": _user_text(a.messages),
+                    "answer": a.text,
+                    "finish_reason": a.finish_reason,
+                    "completion_tokens": a.completion_tokens,
+                    **a.tone,
+                    "personas": a.personas,
+                    "quality": a.quality,
+                }
+                for a in run["answers"]
+            ]
+            for name, run in runs.items()
+        },
         "sessions": {name: [s.public() for s in run["sessions"]] for name, run in runs.items()},
     }
     if out_dir is not None:
@@ -362,6 +475,7 @@ async def evaluate(adapters: list[str], prompts: list[list[dict[str, str]]], ses
 
 
 # ---- output -------------------------------------------------------------------------------------------------------
+
 
 def _f(value: Any, digits: int = 3) -> str:
     if value is None:
@@ -379,7 +493,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     meta, adapters = report["meta"], report["adapters"]
     personas = meta["personas"]
     lines = [
-        "# Adapter comparison report", "",
+        "# Adapter comparison report",
+        "",
         f"Base model `{meta['base_model']}` on {meta['device']}; {meta['prompts']} prompts"
         + (f" from `{meta['prompts_source']}`" if meta.get("prompts_source") else "")
         + f", {meta['sessions']} sessions x {meta['turns']} turns per adapter, max_tokens {meta['max_tokens']}, "
@@ -388,9 +503,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "Answers are scored by the tone scorer (`models/style`); an adapter named like a shipped persona is judged "
         "against that persona (drift baseline = its exemplars), others without one (drift baseline = the "
-        "session's first 3 turns).", "",
-        "## Summary", "",
-        "| adapter | top label | " + " | ".join(f"{label}" for label in LABELS) + " | "
+        "session's first 3 turns).",
+        "",
+        "## Summary",
+        "",
+        "| adapter | top label | "
+        + " | ".join(f"{label}" for label in LABELS)
+        + " | "
         + " | ".join(f"match {p}" for p in personas)
         + " | formality | politeness | warmth | dispersion | drift alerts | p50 s | p99 s | tok/s | collapsed |",
         "|---|---|" + "---:|" * (len(LABELS) + len(personas) + 9),
@@ -398,28 +517,45 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name, s in adapters.items():
         dims = " | ".join(_f(s["dimensions"][d]["mean"], 2) for d in DIMENSIONS)
         lines.append(
-            f"| {name} | {s['top_label']} | " + " | ".join(_pct(s["label_share"][label]) for label in LABELS) + " | "
+            f"| {name} | {s['top_label']} | "
+            + " | ".join(_pct(s["label_share"][label]) for label in LABELS)
+            + " | "
             + " | ".join(_pct(s["persona_match_rate"].get(p)) for p in personas)
             + f" | {dims} | {_f(s['dispersion_mean'])} | {s['sessions_alerted']}/{s['sessions']} | "
             f"{_f(s['latency_p50_s'], 2)} | {_f(s['latency_p99_s'], 2)} | {_f(s['tokens_per_s'], 1)} | "
-            f"{s['quality']['collapsed']} |")
-    lines += ["", "Label columns: share of the single-turn answers with that tone label. Match: share of answers "
-              "within the persona's match radius. Dimensions: means over the single-turn answers. Dispersion: "
-              "within-session tone dispersion (drift detector, mean over sessions). Latency: per request "
-              "(single-turn and session turns). tok/s: generated tokens / wall time of the adapter's single-turn "
-              "batch.", "", "![labels](labels.png)", "", "![dimensions](dimensions.png)", "",
-              "![latency](latency.png)", ""]
+            f"{s['quality']['collapsed']} |"
+        )
+    lines += [
+        "",
+        "Label columns: share of the single-turn answers with that tone label. Match: share of answers "
+        "within the persona's match radius. Dimensions: means over the single-turn answers. Dispersion: "
+        "within-session tone dispersion (drift detector, mean over sessions). Latency: per request "
+        "(single-turn and session turns). tok/s: generated tokens / wall time of the adapter's single-turn "
+        "batch.",
+        "",
+        "![labels](labels.png)",
+        "",
+        "![dimensions](dimensions.png)",
+        "",
+        "![latency](latency.png)",
+        "",
+    ]
     for name, s in adapters.items():
         q = s["quality"]
         lines += [
-            f"## {name}", "",
+            f"## {name}",
+            "",
             f"Persona: {s['persona'] or 'none'}; {s['answers']} single-turn answers, {s['requests']} requests in all.",
-            "", "| metric | value |", "|---|---|",
+            "",
+            "| metric | value |",
+            "|---|---|",
             "| labels | " + ", ".join(f"{label} {s['labels'][label]}" for label in LABELS) + " |",
         ]
         for p in personas:
-            lines.append(f"| persona match / mean distance: {p} | {_pct(s['persona_match_rate'].get(p))} / "
-                         f"{_f(s['persona_distance_mean'].get(p))} |")
+            lines.append(
+                f"| persona match / mean distance: {p} | {_pct(s['persona_match_rate'].get(p))} / "
+                f"{_f(s['persona_distance_mean'].get(p))} |"
+            )
         for d in DIMENSIONS:
             lines.append(f"| {d} mean ± std | {_f(s['dimensions'][d]['mean'])} ± {_f(s['dimensions'][d]['std'])} |")
         lines += [
@@ -510,6 +646,7 @@ def plot_report(report: dict[str, Any], out: Path) -> None:
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------
 
+
 def load_prompts(path: str | Path) -> list[list[dict[str, str]]]:
     prompts = []
     with open(path, encoding="utf-8") as fh:
@@ -524,10 +661,14 @@ def load_prompts(path: str | Path) -> list[list[dict[str, str]]]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tonewatch eval", description="Compare adapters on held-out prompts.")
-    p.add_argument("--adapters", required=True, help="comma-separated adapter names; 'base' (or the base model's "
-                                                     "name) is the model without an adapter")
-    p.add_argument("--prompts", default="data/support/heldout_questions.jsonl",
-                   help="JSONL file with a 'messages' list per line")
+    p.add_argument(
+        "--adapters",
+        required=True,
+        help="comma-separated adapter names; 'base' (or the base model's name) is the model without an adapter",
+    )
+    p.add_argument(
+        "--prompts", default="data/support/heldout_questions.jsonl", help="JSONL file with a 'messages' list per line"
+    )
     p.add_argument("--sessions", type=int, default=4, help="simulated multi-turn sessions per adapter")
     p.add_argument("--turns", type=int, default=4, help="turns per session")
     p.add_argument("--max-tokens", type=int, default=64)
@@ -546,14 +687,27 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     adapters = [a.strip() for a in args.adapters.split(",") if a.strip()]
     prompts = load_prompts(args.prompts)[: args.limit] if args.limit else load_prompts(args.prompts)
-    report = asyncio.run(evaluate(adapters, prompts, args.sessions, args.turns, args.max_tokens, args.out,
-                                  adapter_root=Path(args.adapter_root) if args.adapter_root else None,
-                                  temperature=args.temperature, seed=args.seed, max_batch_size=args.max_batch_size,
-                                  prompts_source=str(args.prompts)))
+    report = asyncio.run(
+        evaluate(
+            adapters,
+            prompts,
+            args.sessions,
+            args.turns,
+            args.max_tokens,
+            args.out,
+            adapter_root=Path(args.adapter_root) if args.adapter_root else None,
+            temperature=args.temperature,
+            seed=args.seed,
+            max_batch_size=args.max_batch_size,
+            prompts_source=str(args.prompts),
+        )
+    )
     for name, s in report["adapters"].items():
-        print(f"{name}: top label {s['top_label']} ({_pct(s['label_share'][s['top_label']])}), drift alerts "
-              f"{s['sessions_alerted']}/{s['sessions']}, p50 {_f(s['latency_p50_s'], 2)} s, "
-              f"collapsed {s['quality']['collapsed']}")
+        print(
+            f"{name}: top label {s['top_label']} ({_pct(s['label_share'][s['top_label']])}), drift alerts "
+            f"{s['sessions_alerted']}/{s['sessions']}, p50 {_f(s['latency_p50_s'], 2)} s, "
+            f"collapsed {s['quality']['collapsed']}"
+        )
     print(f"wrote {Path(args.out) / 'report.md'}")
     return 0
 

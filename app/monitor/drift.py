@@ -74,7 +74,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-DIMENSIONS = ("formality", "politeness", "warmth")
+from app.scoring.labels import DIMENSIONS
 
 DEFAULT_K_REF = 1.0  # z units: CUSUM reference value, optimal for a ~2 sd sustained shift
 DEFAULT_ARL0 = 5000.0  # in-control average run length of the combined alarm, in turns
@@ -89,6 +89,7 @@ _NORMAL = NormalDist()
 
 
 # --------------------------------------------------------------------------------------------------- data types
+
 
 @dataclass
 class Observation:
@@ -139,13 +140,23 @@ class Baseline:
         return cls(d_mean, d_std, dims_mean, dims_std, n)
 
     def to_dict(self) -> dict:
-        return {"distance_mean": self.distance_mean, "distance_std": self.distance_std,
-                "dims_mean": dict(self.dims_mean), "dims_std": dict(self.dims_std), "n": self.n}
+        return {
+            "distance_mean": self.distance_mean,
+            "distance_std": self.distance_std,
+            "dims_mean": dict(self.dims_mean),
+            "dims_std": dict(self.dims_std),
+            "n": self.n,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Baseline:
-        return cls(data.get("distance_mean"), data.get("distance_std"), dict(data["dims_mean"]),
-                   dict(data["dims_std"]), int(data["n"]))
+        return cls(
+            data.get("distance_mean"),
+            data.get("distance_std"),
+            dict(data["dims_mean"]),
+            dict(data["dims_std"]),
+            int(data["n"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -184,11 +195,19 @@ class DriftReport:
     ewma_limit: float = field(default=0.0)
 
     def public(self) -> dict:
-        return {"score": self.score, "alert": self.alert, "detector": self.detector, "cusum": self.cusum,
-                "threshold": self.threshold, "dispersion": self.dispersion, "turns": self.turns}
+        return {
+            "score": self.score,
+            "alert": self.alert,
+            "detector": self.detector,
+            "cusum": self.cusum,
+            "threshold": self.threshold,
+            "dispersion": self.dispersion,
+            "turns": self.turns,
+        }
 
 
 # ------------------------------------------------------------------------------------------- per-turn statistic
+
 
 def _sample_std(arr: np.ndarray) -> float:
     return float(arr.std(ddof=1)) if arr.size >= 2 else 0.0
@@ -250,6 +269,7 @@ def standardized_statistic(obs: Observation, baseline: Baseline) -> float | None
 
 # ------------------------------------------------------------------------------------------------- calibration
 
+
 class _FirstPassage:
     """First time each simulated stream's statistic exceeds any level ``h``, from the running-max records.
 
@@ -284,8 +304,9 @@ def _arl(tau: np.ndarray, horizon: int) -> float:
     return float(np.minimum(tau, horizon).sum()) / alarms if alarms else math.inf
 
 
-def _simulate(k_ref: float, ewma_lambda: float | None, null: tuple[float, ...] | None, seed: int,
-              longest_arl: float) -> tuple[_FirstPassage, _FirstPassage | None]:
+def _simulate(
+    k_ref: float, ewma_lambda: float | None, null: tuple[float, ...] | None, seed: int, longest_arl: float
+) -> tuple[_FirstPassage, _FirstPassage | None]:
     """Run many in-control streams in parallel (vectorized over streams) and record running maxima."""
     horizon = int(min(max(3.0 * longest_arl, 200.0), 20_000.0))
     n_streams = int(min(max(1.2e7 / horizon, 400.0), 3000.0))
@@ -373,8 +394,9 @@ def _calibrate_threshold(k_ref: float, arl0: float, null: tuple[float, ...] | No
     return _level_for(fp, arl0)
 
 
-def calibrate_limits(k_ref: float, ewma_lambda: float, arl0: float, null_samples: list[float] | None = None,
-                     seed: int = 0) -> tuple[float, float]:
+def calibrate_limits(
+    k_ref: float, ewma_lambda: float, arl0: float, null_samples: list[float] | None = None, seed: int = 0
+) -> tuple[float, float]:
     """(h, L) for the combined alarm "CUSUM > h or EWMA > L" with in-control ARL ``arl0``.
 
     Both detectors get the same individual ARL, chosen so that their union has ARL ``arl0``.
@@ -383,8 +405,9 @@ def calibrate_limits(k_ref: float, ewma_lambda: float, arl0: float, null_samples
 
 
 @lru_cache(maxsize=64)
-def _calibrate_limits(k_ref: float, ewma_lambda: float, arl0: float, null: tuple[float, ...] | None,
-                      seed: int) -> tuple[float, float]:
+def _calibrate_limits(
+    k_ref: float, ewma_lambda: float, arl0: float, null: tuple[float, ...] | None, seed: int
+) -> tuple[float, float]:
     lo, hi = arl0, 3.0 * arl0  # the union's ARL is below each part's and (rates add at most) above half of it
     fp_c, fp_e = _simulate(k_ref, ewma_lambda, null, seed, hi)
     assert fp_e is not None
@@ -417,9 +440,19 @@ def thresholds(params: DriftParams | None = None) -> tuple[float, float]:
 
 # ------------------------------------------------------------------------------------------------------- state
 
+
 def _new_state() -> dict:
-    return {"v": _STATE_VERSION, "turns": 0, "cusum": 0.0, "ewma": 0.0, "alert": False, "detector": None,
-            "quiet": 0, "recent": [], "self_ref": []}
+    return {
+        "v": _STATE_VERSION,
+        "turns": 0,
+        "cusum": 0.0,
+        "ewma": 0.0,
+        "alert": False,
+        "detector": None,
+        "quiet": 0,
+        "recent": [],
+        "self_ref": [],
+    }
 
 
 def _load_state(state: dict | None) -> dict:
@@ -448,11 +481,12 @@ def _dispersion(recent: list[list[float]]) -> float:
     if len(recent) < 2:
         return 0.0
     stds = np.asarray(recent, dtype=float).std(axis=0)
-    return float(min(1.0, 2.0 * math.sqrt(float(np.mean(stds ** 2)))))
+    return float(min(1.0, 2.0 * math.sqrt(float(np.mean(stds**2)))))
 
 
-def update(state: dict | None, obs: Observation, baseline: Baseline | None,
-           params: DriftParams | None = None) -> tuple[dict, DriftReport]:
+def update(
+    state: dict | None, obs: Observation, baseline: Baseline | None, params: DriftParams | None = None
+) -> tuple[dict, DriftReport]:
     """Fold one turn into the session's state; returns the new state (a JSON-able dict) and the report.
 
     ``state`` None (or of an unknown version) starts a new session. The input state is not modified.
@@ -465,7 +499,7 @@ def update(state: dict | None, obs: Observation, baseline: Baseline | None,
     h, limit = thresholds(params)
     st = _load_state(state)
     st["turns"] += 1
-    st["recent"] = ([*st["recent"], [min(1.0, max(0.0, v)) for v in dims]])[-params.dispersion_window:]
+    st["recent"] = ([*st["recent"], [min(1.0, max(0.0, v)) for v in dims]])[-params.dispersion_window :]
 
     reference = baseline
     if reference is None:
@@ -491,16 +525,35 @@ def update(state: dict | None, obs: Observation, baseline: Baseline | None,
         elif fired_cusum or fired_ewma:
             st.update(alert=True, detector="cusum" if fired_cusum else "ewma", quiet=0)
 
-    report = DriftReport(score=float(st["ewma"]), alert=bool(st["alert"]), detector=st["detector"],
-                         cusum=float(st["cusum"]), threshold=float(h), dispersion=_dispersion(st["recent"]),
-                         turns=int(st["turns"]), ewma_limit=float(limit))
+    report = DriftReport(
+        score=float(st["ewma"]),
+        alert=bool(st["alert"]),
+        detector=st["detector"],
+        cusum=float(st["cusum"]),
+        threshold=float(h),
+        dispersion=_dispersion(st["recent"]),
+        turns=int(st["turns"]),
+        ewma_limit=float(limit),
+    )
     return st, report
 
 
-def view(state: dict | None, params: DriftParams | None = None) -> dict:
-    """The public report of a stored state, without folding in a new turn (for read endpoints)."""
+def report(state: dict | None, params: DriftParams | None = None) -> DriftReport:
+    """The report of a stored state, without folding in a new turn."""
     st = _load_state(state)
     h, limit = thresholds(params)
-    return DriftReport(score=float(st["ewma"]), alert=bool(st["alert"]), detector=st["detector"],
-                       cusum=float(st["cusum"]), threshold=float(h), dispersion=_dispersion(st["recent"]),
-                       turns=int(st["turns"]), ewma_limit=float(limit)).public()
+    return DriftReport(
+        score=float(st["ewma"]),
+        alert=bool(st["alert"]),
+        detector=st["detector"],
+        cusum=float(st["cusum"]),
+        threshold=float(h),
+        dispersion=_dispersion(st["recent"]),
+        turns=int(st["turns"]),
+        ewma_limit=float(limit),
+    )
+
+
+def view(state: dict | None, params: DriftParams | None = None) -> dict:
+    """The public report of a stored state (for read endpoints)."""
+    return report(state, params).public()

@@ -80,8 +80,9 @@ def _median_sorted(values: list[float]) -> float:
 class LatencySpikeDetector:
     """Flags latency values far above the recent median of their key (see module docstring for the rules)."""
 
-    def __init__(self, window: int = 200, k: float = 3.0, warmup: int = 20, rel_floor: float = 0.05,
-                 abs_floor: float = 1e-4):
+    def __init__(
+        self, window: int = 200, k: float = 3.0, warmup: int = 20, rel_floor: float = 0.05, abs_floor: float = 1e-4
+    ):
         if window < 3:
             raise ValueError("window must be >= 3")
         if not k > 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas.chat import Strict
 
@@ -20,3 +20,27 @@ class VllmLoad(Strict):
 
 class VllmUnload(Strict):
     lora_name: str = Field(min_length=1, max_length=64)
+
+
+class AdapterPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")  # conversion details for AdaLoRA/LoHa/LoKr/IA3 ride along
+
+    name: str
+    type: str
+    peft_type: str
+    rank: int | None
+    alpha: float | None
+    target_modules: list[str]
+    trainable_params: int
+    size_bytes: int
+    path: str
+    loaded_at: float
+    requests_served: int
+    mixable: bool
+    active: bool
+
+
+class AdapterListing(BaseModel):
+    active: str
+    base: str
+    data: list[AdapterPublic]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from app.engine.sampling import MAX_SEED, MIN_TEMPERATURE, MIN_TOP_P
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 SessionId = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
@@ -16,9 +18,25 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def encodable(text: str) -> str:
+    """Refuse text the tokenizers cannot take (lone UTF-16 surrogates from broken JSON escapes such as "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"contains an unpaired UTF-16 surrogate at character {exc.start}; send valid Unicode"
+        ) from None
+    return text
+
+
 class TextPart(Strict):
     type: Literal["text"]
     text: str
+
+    @field_validator("text")
+    @classmethod
+    def _valid_text(cls, value: str) -> str:
+        return encodable(value)
 
 
 class ChatMessage(Strict):
@@ -31,6 +49,17 @@ class ChatMessage(Strict):
             return self.content
         return "".join(part.text for part in self.content)
 
+    @field_validator("content")
+    @classmethod
+    def _valid_text(cls, value: str | list[TextPart]) -> str | list[TextPart]:
+        return encodable(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _user_says_something(self) -> ChatMessage:
+        if self.role == "user" and not self.text().strip():
+            raise ValueError("a user message must not be empty")
+        return self
+
 
 class StreamOptions(Strict):
     include_usage: bool = False
@@ -41,10 +70,10 @@ class ChatCompletionRequest(Strict):
     messages: list[ChatMessage] = Field(min_length=1, max_length=512)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description=f"0 (greedy) or {MIN_TEMPERATURE}..2")
+    top_p: float | None = Field(None, ge=MIN_TOP_P, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = None
@@ -67,6 +96,13 @@ class ChatCompletionRequest(Strict):
         if any(not s for s in stops):
             raise ValueError("stop sequences must be non-empty")
         return stops
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature_floor(cls, value: float | None) -> float | None:
+        if value is not None and 0.0 < value < MIN_TEMPERATURE:
+            raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE}")
+        return value
 
     @field_validator("n")
     @classmethod

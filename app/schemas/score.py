@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from app.schemas.chat import NameField, SessionId, Strict
+from app.schemas.chat import NameField, SessionId, Strict, encodable
 
 MAX_TEXT_CHARS = 8000
 PERSONA_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -14,21 +14,32 @@ PersonaName = Annotated[str, StringConstraints(pattern=PERSONA_NAME)]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+ScoreText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")]
+
+
 class ScoreRequest(Strict):
-    texts: list[str] = Field(min_length=1, max_length=256)
+    texts: list[ScoreText] = Field(min_length=1, max_length=256)
     persona: PersonaName | None = None
     session_id: SessionId | None = None
     adapter: NameField | None = Field(None, description="label for where the texts came from (metrics, history)")
     include_embedding: bool = False
 
-    @field_validator("texts")
+    @field_validator("texts", mode="before")
     @classmethod
-    def _texts(cls, texts: list[str]) -> list[str]:
+    def _texts(cls, texts: object) -> object:
+        if not isinstance(texts, list):
+            return texts
         for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                continue
             if not text.strip():
                 raise ValueError(f"texts[{i}] is empty")
             if len(text) > MAX_TEXT_CHARS:
                 raise ValueError(f"texts[{i}] has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+            try:
+                encodable(text)
+            except ValueError as exc:
+                raise ValueError(f"texts[{i}] {exc}") from None
         return texts
 
 
@@ -40,6 +51,41 @@ class PersonaTarget(Strict):
 
 class PersonaBody(Strict):
     exemplars: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]] = Field(
-        min_length=5, max_length=200)
+        min_length=5, max_length=200
+    )
     target: PersonaTarget | None = None
     description: str = Field("", max_length=2000)
+
+
+class ToneReport(BaseModel):
+    label: str = Field(description="formal | friendly | casual | robotic")
+    probs: dict[str, float]
+    formality: float
+    politeness: float
+    warmth: float
+    persona: str | None = None
+    persona_distance: float | None = None
+    persona_match: bool | None = None
+    style_embedding: list[float] | None = None
+    drift: dict[str, Any] | None = None
+
+
+class ScoreResponse(BaseModel):
+    object: str = "tone.score"
+    persona: str | None = None
+    results: list[ToneReport]
+
+
+class PersonaPublic(BaseModel):
+    name: str
+    description: str
+    exemplars: list[str]
+    target: dict[str, float]
+    source: str
+    match_threshold: float
+    exemplar_distance_p50: float
+    exemplar_dimension_means: dict[str, float]
+
+
+class PersonaList(BaseModel):
+    data: list[PersonaPublic]

@@ -46,21 +46,35 @@ APOLOGY = re.compile(r"\b(sorry|apologi[sz]e[sd]?|apologies|regret|my bad|excuse
 DEFERENCE = re.compile(
     r"\b(would you mind|if you don't mind|if it's not too much|when you (?:get|have) a (?:chance|moment)|"
     r"i was wondering|i wonder if|would it be possible|might i|may i|sorry to bother|no rush|at your convenience|"
-    r"great question|good question|you're right|you are right|i understand)\b", re.I)
+    r"great question|good question|you're right|you are right|i understand)\b",
+    re.I,
+)
 INDIRECT = re.compile(r"\b(could|would|can|will) you\b|\bwould it be\b|\bis it possible\b", re.I)
 GREETING = re.compile(r"^\s*(hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings|howdy|hiya|yo)\b", re.I)
-HEDGE = re.compile(r"\b(perhaps|maybe|might|possibly|probably|i think|i believe|i guess|i suppose|it seems|"
-                   r"seems|somewhat|a bit|kind of|sort of|apparently|likely|unlikely|i feel)\b", re.I)
+HEDGE = re.compile(
+    r"\b(perhaps|maybe|might|possibly|probably|i think|i believe|i guess|i suppose|it seems|"
+    r"seems|somewhat|a bit|kind of|sort of|apparently|likely|unlikely|i feel)\b",
+    re.I,
+)
 FACTUAL = re.compile(r"\b(actually|in fact|obviously|clearly|of course|really|honestly|seriously)\b", re.I)
 DIRECT_Q = re.compile(r"^\s*(why|what|how|where|when|who)\b[^.!]*\?", re.I)
-RUDE = re.compile(r"\b(stupid|idiot|idiotic|dumb|hell|damn|wtf|crap|shit|ridiculous|useless|pathetic|nonsense|"
-                  r"shut up|moron|garbage|incompetent|whatever|terrible|awful|worst|hate|sucks?|annoying)\b", re.I)
-POSITIVE = re.compile(r"\b(happy|glad|love|lovely|great|wonderful|awesome|amazing|excited|exciting|delighted|"
-                      r"fantastic|enjoy|hope|hoping|welcome|pleasure|congrats|congratulations|yay|thrilled|"
-                      r"excellent|perfect|best|beautiful|sweet|fun|nice|kind|care|warm|warmly|hug|hugs)\b", re.I)
-EMPATHY = re.compile(r"\b(i understand|i know how|that must|must be|sorry to hear|frustrating|totally get|"
-                     r"i hear you|don't worry|no worries|rest assured|we're here|i'm here|happy to help|"
-                     r"here to help|feel free|take care|hang in there)\b", re.I)
+RUDE = re.compile(
+    r"\b(stupid|idiot|idiotic|dumb|hell|damn|wtf|crap|shit|ridiculous|useless|pathetic|nonsense|"
+    r"shut up|moron|garbage|incompetent|whatever|terrible|awful|worst|hate|sucks?|annoying)\b",
+    re.I,
+)
+POSITIVE = re.compile(
+    r"\b(happy|glad|love|lovely|great|wonderful|awesome|amazing|excited|exciting|delighted|"
+    r"fantastic|enjoy|hope|hoping|welcome|pleasure|congrats|congratulations|yay|thrilled|"
+    r"excellent|perfect|best|beautiful|sweet|fun|nice|kind|care|warm|warmly|hug|hugs)\b",
+    re.I,
+)
+EMPATHY = re.compile(
+    r"\b(i understand|i know how|that must|must be|sorry to hear|frustrating|totally get|"
+    r"i hear you|don't worry|no worries|rest assured|we're here|i'm here|happy to help|"
+    r"here to help|feel free|take care|hang in there)\b",
+    re.I,
+)
 IMPERATIVE_VERBS = _words("""
 send give tell fix stop do make check go look read update remove add use try provide submit
 enter click call contact wait restart retry reset follow see note ensure let get put take bring
@@ -76,13 +90,53 @@ CODE_LIKE = re.compile(r"#?\b[A-Z0-9]{2,}[-_]?\d+\b|\b\d+[a-z]*\b|\b[A-Z]{2,}\b"
 STATUS_LINE = re.compile(r"^\s*[A-Z][A-Za-z ]{0,20}:\s*\S", re.M)
 
 FEATURE_NAMES = [
-    "log_chars", "log_words", "mean_word_len", "mean_sentence_words", "log_sentences", "long_word_rate",
-    "latinate_rate", "formal_word_rate", "contraction_rate", "slang_rate", "lowercase_i", "lower_sentence_start",
-    "caps_word_rate", "no_final_punct", "exclamation_rate", "multi_punct", "question_rate", "ellipsis",
-    "emoji_rate", "emoticon", "comma_rate", "semicolon_colon", "paren_dash", "please", "please_start",
-    "gratitude", "apology", "deference", "indirect_request", "greeting", "hedge", "factual", "direct_question",
-    "rude", "positive", "empathy", "imperative_start", "first_singular", "first_plural", "second_person",
-    "second_start", "pronoun_rate", "fragment_rate", "code_rate", "status_line", "digit_rate", "stopword_free",
+    "log_chars",
+    "log_words",
+    "mean_word_len",
+    "mean_sentence_words",
+    "log_sentences",
+    "long_word_rate",
+    "latinate_rate",
+    "formal_word_rate",
+    "contraction_rate",
+    "slang_rate",
+    "lowercase_i",
+    "lower_sentence_start",
+    "caps_word_rate",
+    "no_final_punct",
+    "exclamation_rate",
+    "multi_punct",
+    "question_rate",
+    "ellipsis",
+    "emoji_rate",
+    "emoticon",
+    "comma_rate",
+    "semicolon_colon",
+    "paren_dash",
+    "please",
+    "please_start",
+    "gratitude",
+    "apology",
+    "deference",
+    "indirect_request",
+    "greeting",
+    "hedge",
+    "factual",
+    "direct_question",
+    "rude",
+    "positive",
+    "empathy",
+    "imperative_start",
+    "first_singular",
+    "first_plural",
+    "second_person",
+    "second_start",
+    "pronoun_rate",
+    "fragment_rate",
+    "code_rate",
+    "status_line",
+    "digit_rate",
+    "stopword_free",
 ]
 
 STOPWORDS = _words("""
@@ -105,8 +159,11 @@ def extract(text: str) -> np.ndarray:
     n_sent = len(sentences)
     letters = [c for c in stripped if c.isalpha()]
     sentence_word_counts = [len(WORD.findall(s)) for s in sentences]
-    fragments = sum(1 for c, s in zip(sentence_word_counts, sentences, strict=True)
-                    if c <= 4 and not any(w.lower() in FUNCTION_PRONOUNS for w in WORD.findall(s)))
+    fragments = sum(
+        1
+        for c, s in zip(sentence_word_counts, sentences, strict=True)
+        if c <= 4 and not any(w.lower() in FUNCTION_PRONOUNS for w in WORD.findall(s))
+    )
     imperative = sum(1 for s in sentences if (m := WORD.match(s.strip())) and m.group(0).lower() in IMPERATIVE_VERBS)
     content = [w for w in lower_words if w not in STOPWORDS]
 
@@ -125,7 +182,7 @@ def extract(text: str) -> np.ndarray:
         "lower_sentence_start": sum(1 for s in sentences if s.strip()[:1].islower()) / n_sent,
         "caps_word_rate": sum(1 for w in words if len(w) > 1 and w.isupper()) / n_words * 3,
         "no_final_punct": 0.0 if stripped[-1:] in ".!?)\"'" else 1.0,
-        "exclamation_rate": _sq(stripped.count("!")) ,
+        "exclamation_rate": _sq(stripped.count("!")),
         "multi_punct": _sq(len(re.findall(r"[!?]{2,}", stripped))),
         "question_rate": _sq(stripped.count("?")),
         "ellipsis": _sq(len(re.findall(r"\.\.+|…", stripped))),

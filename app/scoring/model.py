@@ -13,10 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from app.scoring.features import FEATURE_NAMES, extract_many
-
-LABELS = ["formal", "friendly", "casual", "robotic"]
-DIMENSIONS = ["formality", "politeness", "warmth"]
-ARTIFACT_DIR = Path(__file__).resolve().parent.parent.parent / "models" / "style"
+from app.scoring.labels import DIMENSIONS, LABELS
 
 
 @dataclass
@@ -47,7 +44,7 @@ class StyleHead:
         self.style_weights = meta["style_weights"]
 
     @classmethod
-    def load(cls, folder: Path = ARTIFACT_DIR) -> StyleHead:
+    def load(cls, folder: Path) -> StyleHead:
         meta = json.loads((folder / "style_head.json").read_text())
         with np.load(folder / "style_head.npz", allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -55,9 +52,18 @@ class StyleHead:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / "style_head.npz", feat_mean=self.feat_mean, feat_std=self.feat_std, proj=self.proj,
-                 proj_mean=self.proj_mean, proj_std=self.proj_std, dim_w=self.dim_w, dim_b=self.dim_b,
-                 lab_w=self.lab_w, lab_b=self.lab_b)
+        np.savez(
+            folder / "style_head.npz",
+            feat_mean=self.feat_mean,
+            feat_std=self.feat_std,
+            proj=self.proj,
+            proj_mean=self.proj_mean,
+            proj_std=self.proj_std,
+            dim_w=self.dim_w,
+            dim_b=self.dim_b,
+            lab_w=self.lab_w,
+            lab_b=self.lab_b,
+        )
         (folder / "style_head.json").write_text(json.dumps(self.meta, indent=2) + "\n")
 
     def design(self, features: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
@@ -78,7 +84,7 @@ class StyleHead:
         parts = [
             (dims - 0.5) * 2.0 * np.asarray(w["dims"], dtype=np.float32),
             (probs - 1.0 / len(LABELS)) * w["probs"],
-            x[:, len(FEATURE_NAMES): len(FEATURE_NAMES) + n_proj] * w["proj"],
+            x[:, len(FEATURE_NAMES) : len(FEATURE_NAMES) + n_proj] * w["proj"],
         ]
         return np.concatenate(parts, axis=1).astype(np.float32)
 
@@ -88,12 +94,14 @@ class StyleHead:
         styles = self.style_vectors(x, dims, probs)
         out = []
         for i in range(len(texts)):
-            out.append(StylePrediction(
-                label=LABELS[int(np.argmax(probs[i]))],
-                probs={label: round(float(p), 4) for label, p in zip(LABELS, probs[i], strict=True)},
-                dims={d: round(float(v), 4) for d, v in zip(DIMENSIONS, dims[i], strict=True)},
-                style=styles[i],
-            ))
+            out.append(
+                StylePrediction(
+                    label=LABELS[int(np.argmax(probs[i]))],
+                    probs={label: round(float(p), 4) for label, p in zip(LABELS, probs[i], strict=True)},
+                    dims={d: round(float(v), 4) for d, v in zip(DIMENSIONS, dims[i], strict=True)},
+                    style=styles[i],
+                )
+            )
         return out
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from app.scoring.model import DIMENSIONS, StylePrediction, style_distance
+from app.scoring.labels import DIMENSIONS
+from app.scoring.model import StylePrediction, style_distance
 
-PERSONA_DIR = Path(__file__).resolve().parent.parent.parent / "models" / "personas"
 # Radius = MARGIN x the 95th percentile of leave-one-out exemplar distances, never below FLOOR: with 5-30
 # exemplars the empirical spread underestimates the true one, and a too-tight radius floods mismatch alerts.
 MATCH_QUANTILE = 0.95
@@ -32,14 +32,17 @@ class Persona:
     exemplar_dims: list[dict[str, float]] = field(default_factory=list)
 
     def definition(self) -> dict:
-        return {"name": self.name, "description": self.description, "exemplars": self.exemplars,
-                "target": self.target}
+        return {"name": self.name, "description": self.description, "exemplars": self.exemplars, "target": self.target}
 
     def public(self) -> dict:
         spread = {d: round(float(np.mean([e[d] for e in self.exemplar_dims])), 4) for d in DIMENSIONS}
-        return {**self.definition(), "source": self.source, "match_threshold": round(self.threshold, 4),
-                "exemplar_distance_p50": round(float(np.median(self.loo_distances)), 4),
-                "exemplar_dimension_means": spread}
+        return {
+            **self.definition(),
+            "source": self.source,
+            "match_threshold": round(self.threshold, 4),
+            "exemplar_distance_p50": round(float(np.median(self.loo_distances)), 4),
+            "exemplar_dimension_means": spread,
+        }
 
     def distance(self, style: np.ndarray) -> float:
         assert self.centroid is not None
@@ -67,10 +70,17 @@ def calibrate(persona: Persona, predictions: list[StylePrediction], dim_weights:
     return persona
 
 
-def load_shipped(folder: Path = PERSONA_DIR) -> list[Persona]:
+def load_shipped(folder: Path) -> list[Persona]:
     personas = []
     for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text())
-        personas.append(Persona(name=data["name"], exemplars=data["exemplars"], description=data.get("description", ""),
-                                target=data.get("target") or {}, source="file"))
+        personas.append(
+            Persona(
+                name=data["name"],
+                exemplars=data["exemplars"],
+                description=data.get("description", ""),
+                target=data.get("target") or {},
+                source="file",
+            )
+        )
     return personas

@@ -136,15 +136,32 @@ def train(seed: int = 13, holdout: float = 0.2, out_dir: Path = ARTIFACT_DIR, em
     logit = LogisticRegression(C=0.3, max_iter=3000, random_state=seed).fit(x[train_idx], y_lab[train_idx])
     steps.update()
 
-    meta = {"feature_names": FEATURE_NAMES, "labels": LABELS, "dimensions": DIMENSIONS, "proj_dims": PROJ_DIMS,
-            "style_weights": STYLE_WEIGHTS, "seed": seed, "holdout_fraction": holdout,
-            "train_rows": len(train_idx), "heldout_rows": len(test_idx),
-            "data_sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]}
-    head = StyleHead({"feat_mean": feat_mean, "feat_std": feat_std, "proj": proj, "proj_mean": proj_mean,
-                      "proj_std": proj_std, "dim_w": ridge.coef_.T.astype(np.float32),
-                      "dim_b": ridge.intercept_.astype(np.float32),
-                      "lab_w": logit.coef_.T.astype(np.float32), "lab_b": logit.intercept_.astype(np.float32)},
-                     meta)
+    meta = {
+        "feature_names": FEATURE_NAMES,
+        "labels": LABELS,
+        "dimensions": DIMENSIONS,
+        "proj_dims": PROJ_DIMS,
+        "style_weights": STYLE_WEIGHTS,
+        "seed": seed,
+        "holdout_fraction": holdout,
+        "train_rows": len(train_idx),
+        "heldout_rows": len(test_idx),
+        "data_sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16],
+    }
+    head = StyleHead(
+        {
+            "feat_mean": feat_mean,
+            "feat_std": feat_std,
+            "proj": proj,
+            "proj_mean": proj_mean,
+            "proj_std": proj_std,
+            "dim_w": ridge.coef_.T.astype(np.float32),
+            "dim_b": ridge.intercept_.astype(np.float32),
+            "lab_w": logit.coef_.T.astype(np.float32),
+            "lab_b": logit.intercept_.astype(np.float32),
+        },
+        meta,
+    )
     metrics = evaluate(head, rows, embeddings, features, test_idx, seed)
     meta["heldout_metrics"] = metrics
     head.save(out_dir)
@@ -165,9 +182,11 @@ def evaluate(head: StyleHead, rows, embeddings, features, test_idx, seed) -> dic
     graded_f = [i for i in test_idx if rows[i]["kind"] == "single"]
     graded_p = [i for i in test_idx if rows[i]["kind"] == "request"]
     metrics["spearman_formality_graded_sentences"] = spearman(
-        dims[graded_f, 0], np.array([rows[i]["formality"] for i in graded_f]))
+        dims[graded_f, 0], np.array([rows[i]["formality"] for i in graded_f])
+    )
     metrics["spearman_politeness_requests"] = spearman(
-        dims[graded_p, 1], np.array([rows[i]["politeness"] for i in graded_p]))
+        dims[graded_p, 1], np.array([rows[i]["politeness"] for i in graded_p])
+    )
     rewrites = [i for i in test_idx if rows[i]["kind"] == "rewrite"]
     pred = np.argmax(probs[rewrites], 1)
     metrics["label_accuracy_rewrites"] = float(np.mean(pred == [LABELS.index(rows[i]["label"]) for i in rewrites]))

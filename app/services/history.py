@@ -1,5 +1,5 @@
-"""Session history flow: a scored turn -> drift update (atomic, in the store) -> latency spikes -> record (never
-lost: the resilient wrapper spills locally when the store is down) -> metrics."""
+"""Session history flow: a scored turn -> drift update (atomic, in the store; see session_drift.py for outages)
+-> latency spikes -> record (never lost: the resilient wrapper spills locally when the store is down) -> metrics."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from app.metrics import Metrics
 from app.monitor import drift
 from app.monitor.latency import LatencySpikeDetector
 from app.scoring.personas import Persona
+from app.services.session_drift import SessionDrift, observation_of
 from app.store.base import SessionStore, StoreUnavailable, Turn, session_state_key
 from app.store.spill import ResilientHistory
 
 log = logging.getLogger("tonewatch.history")
 ACTIVE_WINDOW_S = 3600.0
-LOCAL_STATE_LIMIT = 10_000
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 LONG_NUMBER = re.compile(r"\+?\d[\d -]{7,}\d")
 
@@ -33,56 +33,95 @@ def redact(text: str) -> str:
 @dataclass
 class TurnInput:
     session_id: str
-    adapter: str
+    source: str  # what produced the response: an adapter, the base model, an upstream model, a /v1/score caller
+    label: str  # the bounded metric label for `source`
     persona: Persona | None
     prompt: str | None
     response: str
-    tone: dict[str, Any]
+    tone: dict[str, Any] | None  # None: nothing to score (a tool-call-only answer); no drift update
     latency: dict[str, float] = field(default_factory=dict)
     request_id: str = ""
+    finish_reason: str | None = None
+    delivered: bool | None = None
+    kind: str = "chat"
 
 
 class HistoryService:
-    def __init__(self, store: SessionStore, history: ResilientHistory, metrics: Metrics, *,
-                 prompt_chars: int = 2000, redact_text: bool = False, params: drift.DriftParams | None = None):
+    def __init__(
+        self,
+        store: SessionStore,
+        spill: ResilientHistory,
+        sessions: SessionDrift,
+        metrics: Metrics,
+        *,
+        prompt_chars: int = 2000,
+        redact_text: bool = False,
+    ):
         self.store = store
-        self.history = history
+        self.spill = spill
+        self.drift = sessions
         self.metrics = metrics
         self.prompt_chars = prompt_chars
         self.redact_text = redact_text
-        self.params = params or drift.DriftParams()
+        self.params = sessions.params
         self.spikes = LatencySpikeDetector()
-        self._streams: dict[tuple[str, str], dict] = {}  # per (adapter, persona) detector state, per replica
+        self._streams: dict[tuple[str, str], dict] = {}  # per (label, persona) detector state, per replica
         self._sessions: OrderedDict[str, tuple[float, bool]] = OrderedDict()  # last turn time, in alert
-        self._local_state: OrderedDict[str, dict] = OrderedDict()  # fallback while the store is down
-        self._baselines: dict[str, tuple[int, drift.Baseline]] = {}
-        drift.thresholds(self.params)  # calibrate now (~0.3 s), not on the first request
 
     # ---- write path -----------------------------------------------------------------------------------------
-    async def observe(self, turn_in: TurnInput) -> dict[str, Any]:
-        """Record one turn; return the drift block for the response."""
+    async def observe(self, turn_in: TurnInput) -> dict[str, Any] | None:
+        """Record one turn; return the drift block for the response (None for a turn without a tone)."""
         started = time.perf_counter()
-        tone = turn_in.tone
-        observation = drift.Observation(persona_distance=tone.get("persona_distance"), formality=tone["formality"],
-                                        politeness=tone["politeness"], warmth=tone["warmth"])
-        baseline = self._baseline(turn_in.persona)
-        report = await self._update_session(turn_in.session_id, observation, baseline)
+        ts = time.time()
+        request_id = turn_in.request_id or uuid.uuid4().hex
         persona_label = turn_in.persona.name if turn_in.persona else "none"
-        self._update_stream(turn_in.adapter, persona_label, observation, baseline)
-        spikes = self._spikes(turn_in.adapter, turn_in.latency)
-        previous = self._sessions.get(turn_in.session_id, (0.0, False))[1]
-        if report.alert and not previous:
-            self.metrics.drift_alerts.labels(turn_in.adapter, persona_label).inc()
-        self._touch(turn_in.session_id, report.alert)
-        drift_block = {**report.public(), "spikes": spikes}
-        await self.history.record(Turn(
-            session_id=turn_in.session_id, request_id=turn_in.request_id or uuid.uuid4().hex, ts=time.time(),
-            adapter=turn_in.adapter, persona=turn_in.persona.name if turn_in.persona else None,
-            prompt=self._clean(turn_in.prompt, self.prompt_chars), response=self._clean(turn_in.response, None),
-            tone=tone, latency=turn_in.latency, drift=report.public(), spikes=spikes,
-        ))
+        spikes = self._spikes(turn_in.label, turn_in.latency)
+        report: drift.DriftReport | None = None
+        provisional = pending = False
+        if turn_in.tone is not None:
+            observation = observation_of(turn_in.tone)
+            baseline = self.drift.baseline(turn_in.persona)
+            report, provisional = await self.drift.update(
+                turn_in.session_id,
+                request_id,
+                observation,
+                baseline,
+                ts,
+                behind_spill=self.spill.pending(turn_in.session_id),
+            )
+            pending = provisional
+            self._update_stream(turn_in.label, persona_label, observation, baseline)
+            previous = self._sessions.get(turn_in.session_id, (0.0, False))[1]
+            if report.alert and not previous:
+                self.metrics.drift_alerts.labels(turn_in.label, persona_label).inc()
+            self._touch(turn_in.session_id, report.alert)
+        drift_public = report.public() if report else None
+        await self.spill.record(
+            Turn(
+                session_id=turn_in.session_id,
+                request_id=request_id,
+                ts=ts,
+                adapter=turn_in.source,
+                persona=turn_in.persona.name if turn_in.persona else None,
+                prompt=self._clean(turn_in.prompt, self.prompt_chars),
+                response=self._clean(turn_in.response, None) or "",
+                tone=turn_in.tone or {},
+                latency=turn_in.latency,
+                drift=drift_public,
+                spikes=spikes,
+                finish_reason=turn_in.finish_reason,
+                delivered=turn_in.delivered,
+                kind=turn_in.kind,
+                state_pending=pending,
+            )
+        )
         self.metrics.history_write_seconds.observe(time.perf_counter() - started)
-        return drift_block
+        if drift_public is None:
+            return None
+        block = {**drift_public, "spikes": spikes}
+        if provisional:
+            block["provisional"] = True  # computed on this replica's copy while the store was unreachable
+        return block
 
     def _clean(self, text: str | None, limit: int | None) -> str | None:
         if text is None or limit == 0:
@@ -91,42 +130,12 @@ class HistoryService:
             text = redact(text)
         return text if limit is None else text[:limit]
 
-    def _baseline(self, persona: Persona | None) -> drift.Baseline | None:
-        if persona is None:
-            return None
-        cached = self._baselines.get(persona.name)
-        if cached is None or cached[0] != id(persona):  # a persona redefined via the API gets a new baseline
-            baseline = drift.Baseline.from_exemplars(persona.loo_distances, persona.exemplar_dims)
-            self._baselines[persona.name] = cached = (id(persona), baseline)
-        return cached[1]
+    def _update_stream(self, label: str, persona: str, obs: drift.Observation, baseline: drift.Baseline | None) -> None:
+        state, report = drift.update(self._streams.get((label, persona)), obs, baseline, self.params)
+        self._streams[(label, persona)] = state
+        self.metrics.drift_score.labels(label, persona).set(report.score)
 
-    async def _update_session(self, session_id: str, obs: drift.Observation,
-                              baseline: drift.Baseline | None) -> drift.DriftReport:
-        key = session_state_key(session_id, "drift")
-        holder: dict[str, drift.DriftReport] = {}
-
-        def step(state: dict | None) -> dict:
-            new_state, holder["report"] = drift.update(state, obs, baseline, self.params)
-            return new_state
-
-        try:
-            new_state = await self.store.update_state(key, step)
-        except StoreUnavailable:
-            # keep detecting on this replica's copy; the store catches up on the next successful update
-            new_state = step(self._local_state.get(key))
-        self._local_state[key] = new_state
-        self._local_state.move_to_end(key)
-        while len(self._local_state) > LOCAL_STATE_LIMIT:
-            self._local_state.popitem(last=False)
-        return holder["report"]
-
-    def _update_stream(self, adapter: str, persona: str, obs: drift.Observation,
-                       baseline: drift.Baseline | None) -> None:
-        state, report = drift.update(self._streams.get((adapter, persona)), obs, baseline, self.params)
-        self._streams[(adapter, persona)] = state
-        self.metrics.drift_score.labels(adapter, persona).set(report.score)
-
-    def _spikes(self, adapter: str, latency: dict[str, float]) -> list[str]:
+    def _spikes(self, label: str, latency: dict[str, float]) -> list[str]:
         flagged = []
         total, tokens = latency.get("total_s"), latency.get("tokens")
         checks = [("total", total)]
@@ -135,9 +144,9 @@ class HistoryService:
         for kind, value in checks:
             if value is None:
                 continue
-            if self.spikes.observe((adapter, kind), float(value)).spike:
+            if self.spikes.observe((label, kind), float(value)).spike:
                 flagged.append(kind)
-                self.metrics.latency_spikes.labels(adapter, kind).inc()
+                self.metrics.latency_spikes.labels(label, kind).inc()
         return flagged
 
     def _touch(self, session_id: str, alert: bool) -> None:
@@ -163,8 +172,14 @@ class HistoryService:
             raise NotFound(f"session {session_id!r} has no recorded turns", param="session_id")
         more = len(turns) > limit
         turns = turns[:limit]
-        return {"object": "session", "session_id": session_id, "turns": [t.to_dict() for t in turns],
-                "next_cursor": turns[-1].seq if more and turns else None, "drift": self._drift_view(state)}
+        return {
+            "object": "session",
+            "session_id": session_id,
+            "turns": [_public_turn(t) for t in turns],
+            "next_cursor": turns[-1].seq if more and turns else None,
+            "drift": drift.view(state, self.params),
+            "pending_turns": self.spill.pending_count(session_id),
+        }
 
     async def drift_state(self, session_id: str) -> dict[str, Any]:
         try:
@@ -173,16 +188,19 @@ class HistoryService:
             raise StoreDown("session store is unavailable") from exc
         if state is None:
             raise NotFound(f"session {session_id!r} has no recorded turns", param="session_id")
-        return {"session_id": session_id, **self._drift_view(state)}
-
-    def _drift_view(self, state: dict | None) -> dict[str, Any]:
-        return drift.view(state, self.params)
+        return {"session_id": session_id, **drift.view(state, self.params)}
 
     async def delete(self, session_id: str) -> bool:
         try:
-            existed = await self.store.delete_session(session_id)
+            existed = await self.spill.delete_session(session_id)
         except StoreUnavailable as exc:
             raise StoreDown("session store is unavailable; nothing was deleted") from exc
-        self._local_state.pop(session_state_key(session_id, "drift"), None)
+        self.drift.forget(session_id)
         self._sessions.pop(session_id, None)
         return existed
+
+
+def _public_turn(turn: Turn) -> dict[str, Any]:
+    data = turn.to_dict()
+    data.pop("state_pending", None)
+    return data

@@ -1,14 +1,13 @@
 """Tone flow: score texts (chat responses or posted ones), manage personas (validate -> calibrate -> persist ->
-install, so a failure leaves everything as it was)."""
+install, so a failure leaves everything as it was), and the bounded metric label of where a text came from."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from app.engine.worker import DoneEvent
 from app.errors import Conflict, StoreDown
-from app.schemas.chat import ChatCompletionRequest
 from app.schemas.score import PersonaBody, ScoreRequest
 from app.scoring.personas import Persona
 from app.scoring.scorer import ToneScorer
@@ -16,6 +15,7 @@ from app.services.history import HistoryService, TurnInput
 from app.store.base import StoreUnavailable
 
 log = logging.getLogger("tonewatch.tone")
+EXTERNAL = "external"
 
 
 class PersonaStore(Protocol):
@@ -25,21 +25,44 @@ class PersonaStore(Protocol):
 
 
 class ToneService:
-    def __init__(self, scorer: ToneScorer, store: PersonaStore | None, default_persona: str | None = None,
-                 history: HistoryService | None = None):
+    def __init__(
+        self,
+        scorer: ToneScorer,
+        store: PersonaStore | None,
+        *,
+        default_persona: str | None = None,
+        history: HistoryService | None = None,
+        score_sources: list[str] | None = None,
+        served_models: Callable[[], set[str]] = set,
+    ):
         self.scorer = scorer
         self.store = store
         self.default_persona = default_persona
         self.history = history
+        self.score_sources = set(score_sources or [])
+        self.served_models = served_models  # names that may be metric labels: loaded adapters, base, upstream models
 
+    # ---- labels ---------------------------------------------------------------------------------------------
+    def source_label(self, source: str | None) -> str:
+        """Metric label for a /v1/score caller's `adapter`: only bounded sets, never a client-chosen string."""
+        if source and (source in self.score_sources or source in self.served_models()):
+            return source
+        return EXTERNAL
+
+    # ---- personas -------------------------------------------------------------------------------------------
     async def restore_personas(self) -> None:
         """API-defined personas persist in the store; a broken one is logged and skipped, not fatal."""
         if self.store is None:
             return
         for name, data in (await self.store.get_personas()).items():
             try:
-                persona = Persona(name=name, exemplars=data["exemplars"], description=data.get("description", ""),
-                                  target=data.get("target") or {}, source="api")
+                persona = Persona(
+                    name=name,
+                    exemplars=data["exemplars"],
+                    description=data.get("description", ""),
+                    target=data.get("target") or {},
+                    source="api",
+                )
                 self.scorer.personas[name] = await self.scorer.build_persona(persona)
             except Exception:
                 log.exception("skipping stored persona %s", name)
@@ -51,32 +74,12 @@ class ToneService:
             return adapter  # an adapter trained for a persona is judged against it
         return self.default_persona
 
-    async def score_request(self, body: ScoreRequest, adapter: str) -> list[dict[str, Any]]:
-        results = await self.scorer.score(body.texts, persona=body.persona, adapter=adapter,
-                                          include_embedding=body.include_embedding)
-        if body.session_id and self.history is not None:
-            persona = self.scorer.get_persona(body.persona)
-            for text, result in zip(body.texts, results, strict=True):  # a batch is consecutive turns
-                tone = {k: v for k, v in result.items() if k != "style_embedding"}
-                result["drift"] = await self.history.observe(TurnInput(
-                    session_id=body.session_id, adapter=adapter, persona=persona, prompt=None, response=text,
-                    tone=tone))
-        return results
+    def persona(self, name: str | None) -> Persona | None:
+        """The persona (NotFound for an unknown name), so requests fail before any generation."""
+        return self.scorer.get_persona(name)
 
-    async def chat_finisher(self, req: ChatCompletionRequest, model: str, adapter: str | None,
-                            done: DoneEvent, extra: dict[str, Any]) -> dict[str, Any]:
-        if not done.text.strip():
-            return {}
-        persona_name = self.persona_for(req.persona, adapter)
-        [report] = await self.scorer.score([done.text], persona=persona_name, adapter=adapter or "base")
-        out: dict[str, Any] = {"tone": report}
-        if req.session_id and self.history is not None:
-            out["drift"] = await self.history.observe(TurnInput(
-                session_id=req.session_id, adapter=adapter or "base", persona=self.scorer.get_persona(persona_name),
-                prompt=req.messages[-1].text(), response=done.text, tone=report, request_id=done.request_id,
-                latency={"queue_s": round(done.queue_s, 4), "ttft_s": round(done.ttft_s, 4),
-                         "total_s": round(done.total_s, 4), "tokens": done.completion_tokens}))
-        return out
+    def list_personas(self) -> list[Persona]:
+        return list(self.scorer.personas.values())
 
     async def put_persona(self, name: str, body: PersonaBody) -> Persona:
         existing = self.scorer.personas.get(name)
@@ -84,7 +87,8 @@ class ToneService:
             raise Conflict(f"persona {name!r} ships with the service (models/personas); choose another name")
         target = body.target.model_dump(exclude_none=True) if body.target else {}
         persona = await self.scorer.build_persona(
-            Persona(name=name, exemplars=body.exemplars, description=body.description, target=target, source="api"))
+            Persona(name=name, exemplars=body.exemplars, description=body.description, target=target, source="api")
+        )
         if self.store is not None:
             try:
                 await self.store.put_persona(name, persona.definition())
@@ -104,3 +108,33 @@ class ToneService:
             except StoreUnavailable as exc:
                 raise StoreDown("persona store is unavailable; nothing was changed, retry later") from exc
         del self.scorer.personas[name]
+
+    # ---- scoring --------------------------------------------------------------------------------------------
+    async def score(
+        self, texts: list[str], *, persona: str | None, label: str, include_embedding: bool = False
+    ) -> list[dict[str, Any]]:
+        return await self.scorer.score(texts, persona=persona, label=label, include_embedding=include_embedding)
+
+    async def score_request(self, body: ScoreRequest) -> list[dict[str, Any]]:
+        source = body.adapter or EXTERNAL
+        label = self.source_label(body.adapter)
+        results = await self.score(
+            body.texts, persona=body.persona, label=label, include_embedding=body.include_embedding
+        )
+        if body.session_id and self.history is not None:
+            persona = self.scorer.get_persona(body.persona)
+            for text, result in zip(body.texts, results, strict=True):  # a batch is consecutive turns
+                tone = {k: v for k, v in result.items() if k != "style_embedding"}
+                result["drift"] = await self.history.observe(
+                    TurnInput(
+                        session_id=body.session_id,
+                        source=source,
+                        label=label,
+                        persona=persona,
+                        prompt=None,
+                        response=text,
+                        tone=tone,
+                        kind="score",
+                    )
+                )
+        return results

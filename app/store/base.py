@@ -30,6 +30,11 @@ class Turn:
     drift: dict | None = None  # drift state after the turn {"score","alert","detector",...}
     spikes: list[str] = field(default_factory=list)  # e.g. ["total", "per_token"]
     seq: int = 0  # 1-based position within the session, assigned by the store on append
+    finish_reason: str | None = None  # "stop" | "length" | "tool_calls" | "error" (None: posted to /v1/score)
+    delivered: bool | None = None  # the full response reached the client (None: not a generated response)
+    kind: str = "chat"  # "chat" | "completion" | "response" | "score"
+    # Internal to the spill: the drift update of this turn was not applied to the store yet (replayed in order).
+    state_pending: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +67,13 @@ class StoreUnavailable(Exception):
     """The store could not be reached or did not answer in time; the cause is chained (`raise ... from exc`)."""
 
 
+class SessionDeleted(Exception):
+    """The session was deleted after this turn was produced (a tombstone newer than the turn): drop the write."""
+
+
+REFUSED = 0  # what `append` returns for a turn older than the session's deletion
+
+
 def session_state_key(session_id: str, name: str | None = None) -> str:
     """The state key owned by `session_id` (deleted with the session): the id itself, or ``"<id>/<name>"``."""
     return session_id if not name else f"{session_id}{STATE_SEP}{name}"
@@ -79,7 +91,8 @@ class SessionStore(Protocol):
 
     async def append(self, turn: Turn) -> int:
         """Store `turn` (its `seq` is ignored) and return the seq assigned to it (1-based, per session).
-        Idempotent on (session_id, request_id): a replay returns the original seq and stores nothing."""
+        Idempotent on (session_id, request_id): a replay returns the original seq and stores nothing.
+        Returns REFUSED (0) and stores nothing when the session was deleted at or after `turn.ts` (tombstone)."""
 
     async def get_turns(self, session_id: str, after: int = 0, limit: int = 100) -> list[Turn]:
         """Up to `limit` turns with seq > `after`, oldest first."""
@@ -88,11 +101,15 @@ class SessionStore(Protocol):
         """Turns currently held for the session (at most max_turns)."""
 
     async def delete_session(self, session_id: str) -> bool:
-        """Delete the session's turns, counters and owned state; True if the session had turns."""
+        """Delete the session's turns, counters and owned state, and leave a tombstone (deletion time) so that
+        turns produced before the deletion and replayed later are refused; True if the session had turns."""
 
-    async def update_state(self, key: str, fn: Callable[[dict | None], dict]) -> dict:
+    async def update_state(
+        self, key: str, fn: Callable[[dict | None], dict], *, created_after: float | None = None
+    ) -> dict:
         """Atomically replace the state under `key` with fn(current) and return it. `fn` must be pure: it may run
-        more than once under contention."""
+        more than once under contention. With `created_after` (a turn's ts), raise SessionDeleted instead when the
+        owning session was deleted at or after that time."""
 
     async def get_state(self, key: str) -> dict | None: ...
 

@@ -1,13 +1,15 @@
 """RedisStore: session history in Redis.
 
-Key layout (prefix defaults to "tw:"):
+Key layout (prefix defaults to "tw:"); `{sid}` is a Redis Cluster hash tag, so every key of one session lives in
+one slot and the Lua script, WATCH/MULTI and the multi-key DEL work on a cluster:
   {p}s:{sid}:turns    list of turn JSON, oldest first, capped at max_turns; each item starts with '{"seq":N,'
   {p}s:{sid}:seq      INCR counter that assigns seq
   {p}s:{sid}:reqs     hash request_id -> seq: the idempotency markers (pruned with the turns they mark)
   {p}s:{sid}:stkeys   set of the session's "<sid>/<name>" state keys (so delete_session finds them without SCAN)
-  {p}st:{key}         JSON state dict for update_state/get_state
+  {p}s:{sid}:tomb     deletion time (unix seconds): turns and state updates produced before it are refused
+  {p}st:{sid}/name    JSON state dict for update_state/get_state (keys without "/" are hash-tagged whole)
   {p}personas         hash name -> persona JSON (no TTL)
-Every session key, and state, has its TTL (ttl_s) refreshed on write.
+Every session key, and state, has its TTL (ttl_s) refreshed on write; a tombstone lives for ttl_s.
 
 append is one Lua script (one round trip, atomic): check the marker, INCR, RPUSH, trim, prune markers, EXPIRE. The
 markers live in a per-session hash rather than one SET-NX key per request so that delete_session and the cap remove
@@ -22,6 +24,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio as aioredis
@@ -29,7 +32,7 @@ import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from app.store.base import STATE_SEP, StoreUnavailable, Turn, dumps, state_owner
+from app.store.base import STATE_SEP, SessionDeleted, StoreUnavailable, Turn, dumps, state_owner
 
 log = logging.getLogger("tonewatch.store.redis")
 
@@ -43,8 +46,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 if hasattr(rexc, "OutOfMemoryError"):
     _UNAVAILABLE += (rexc.OutOfMemoryError,)
 
-# KEYS: turns, seq, reqs   ARGV: request_id, turn JSON without seq, max_turns, ttl_s
+# KEYS: turns, seq, reqs, tomb   ARGV: request_id, turn JSON without seq, max_turns, ttl_s, turn ts
 _APPEND_LUA = """
+local tomb = redis.call('GET', KEYS[4])
+if tomb and tonumber(ARGV[5]) <= tonumber(tomb) then return 0 end
 local seen = redis.call('HGET', KEYS[3], ARGV[1])
 if seen then return tonumber(seen) end
 local seq = redis.call('INCR', KEYS[2])
@@ -79,8 +84,16 @@ return redis.call('LRANGE', KEYS[1], start, start + tonumber(ARGV[2]) - 1)
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "tw:", max_turns: int = 1000, ttl_s: int = 7 * 86400,
-                 socket_timeout: float = 1.0, max_connections: int = 64, state_retries: int = 200):
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "tw:",
+        max_turns: int = 1000,
+        ttl_s: int = 7 * 86400,
+        socket_timeout: float = 1.0,
+        max_connections: int = 64,
+        state_retries: int = 200,
+    ):
         if max_turns < 1:
             raise ValueError("max_turns must be >= 1")
         self.prefix = prefix
@@ -90,8 +103,12 @@ class RedisStore:
         # Fail fast: two quick reconnect attempts (enough to get past connections a restarted server dropped), not
         # redis-py's default ten with up to 1 s backoff; the caller (ResilientHistory) owns the longer retries.
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=max(socket_timeout * 5, 1.0),
-            socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout, decode_responses=True,
+            url,
+            max_connections=max_connections,
+            timeout=max(socket_timeout * 5, 1.0),
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            decode_responses=True,
             retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=2),
         )
         self._r = aioredis.Redis.from_pool(pool)
@@ -100,10 +117,11 @@ class RedisStore:
 
     # keys
     def _sk(self, session_id: str, what: str) -> str:
-        return f"{self.prefix}s:{session_id}:{what}"
+        return f"{self.prefix}s:{{{session_id}}}:{what}"
 
     def _state_key(self, key: str) -> str:
-        return f"{self.prefix}st:{key}"
+        owner, sep, rest = key.partition(STATE_SEP)
+        return f"{self.prefix}st:{{{owner}}}{sep}{rest}"
 
     @contextlib.asynccontextmanager
     async def _io(self, what: str) -> AsyncIterator[None]:
@@ -121,9 +139,14 @@ class RedisStore:
         d = turn.to_dict()
         d.pop("seq", None)
         body = dumps(d)
-        keys = [self._sk(turn.session_id, "turns"), self._sk(turn.session_id, "seq"), self._sk(turn.session_id, "reqs")]
+        sid = turn.session_id
+        keys = [self._sk(sid, "turns"), self._sk(sid, "seq"), self._sk(sid, "reqs"), self._sk(sid, "tomb")]
         async with self._io("append"):
-            return int(await self._append(keys=keys, args=[turn.request_id, body, self.max_turns, self.ttl_s]))
+            return int(
+                await self._append(
+                    keys=keys, args=[turn.request_id, body, self.max_turns, self.ttl_s, repr(float(turn.ts))]
+                )
+            )
 
     async def get_turns(self, session_id: str, after: int = 0, limit: int = 100) -> list[Turn]:
         if limit <= 0:
@@ -144,17 +167,29 @@ class RedisStore:
             owned = await self._r.smembers(index)
             keys = [self._sk(session_id, w) for w in ("turns", "seq", "reqs")]
             keys += [index, self._state_key(session_id)] + [self._state_key(k) for k in owned]
-            return int(await self._r.delete(*keys)) > 0
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.delete(*keys)
+                pipe.set(self._sk(session_id, "tomb"), repr(time.time()), ex=self.ttl_s or None)
+                deleted, _ = await pipe.execute()
+            return int(deleted) > 0
 
-    async def update_state(self, key: str, fn: Callable[[dict | None], dict]) -> dict:
+    async def update_state(
+        self, key: str, fn: Callable[[dict | None], dict], *, created_after: float | None = None
+    ) -> dict:
         rkey = self._state_key(key)
-        index = self._sk(state_owner(key), "stkeys") if STATE_SEP in key else None
+        owner = state_owner(key)
+        index = self._sk(owner, "stkeys") if STATE_SEP in key else None
+        tomb = self._sk(owner, "tomb")
         ttl = self.ttl_s or None
         async with self._io("update_state"):
             for attempt in range(self.state_retries):
                 try:
                     async with self._r.pipeline(transaction=True) as pipe:
-                        await pipe.watch(rkey)
+                        await pipe.watch(rkey, tomb)
+                        if created_after is not None:
+                            deleted_at = await pipe.get(tomb)
+                            if deleted_at is not None and created_after <= float(deleted_at):
+                                raise SessionDeleted(f"session {owner!r} was deleted after this turn")
                         raw = await pipe.get(rkey)
                         new = fn(json.loads(raw) if raw is not None else None)
                         pipe.multi()

@@ -1,13 +1,19 @@
-"""ResilientHistory: nothing lost when the store blinks.
+"""ResilientHistory: nothing lost when the store blinks or hangs.
 
-`record(turn)` writes through to the SessionStore. When the store is unavailable (StoreUnavailable or a timeout), the
-turn goes to a bounded local spill: an in-memory deque mirrored to an append-only JSONL file. A background task
-(start()/stop()) retries the store with jittered exponential backoff and replays the spill oldest first; while a replay
-is pending, new turns are spilled too so that order is kept. Idempotent `append` makes replays safe (a turn written
-just before a crash, or whose write timed out after reaching the store, is not duplicated).
+`record(turn)` writes through to the (guarded) SessionStore. When the store is unavailable (StoreUnavailable, a
+timeout, or the circuit breaker open), the turn goes to a bounded local spill: an in-memory deque mirrored to an
+append-only JSONL file. A background task waits for the store to come back and replays the spill oldest first.
 
-The file holds every spilled turn not yet known to be replayed: it is truncated when the spill drains, compacted when
-it grows past twice the bound, and reloaded (then replayed) by the next instance after a crash. One instance per spill
+Order and drift state: a turn whose drift update could not reach the store is spilled with `state_pending`; the
+replay first applies its drift update to the store's state (via `apply_state`, in order, idempotent per request
+id), then appends it, so the state after recovery equals a run without the outage. While a session has turns in
+the spill, its new turns are spilled behind them (per-session order); other sessions write through.
+
+Deletion: `delete_session` drops the session's spilled turns under the replay lock, and the store keeps a
+tombstone, so turns produced before the deletion (here or on another replica) are never replayed into it.
+
+The file holds every spilled turn not yet replayed: it is truncated when the spill drains, compacted when it grows
+past twice the bound, and reloaded (then replayed) by the next instance after a crash. One instance per spill
 file: with several worker processes give each its own path.
 """
 
@@ -20,21 +26,33 @@ import logging
 import os
 import random
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
-from app.store.base import SessionStore, StoreUnavailable, Turn
+from app.store.base import REFUSED, SessionDeleted, SessionStore, StoreUnavailable, Turn
 
 log = logging.getLogger("tonewatch.store.spill")
 
 _UNAVAILABLE = (StoreUnavailable, TimeoutError, asyncio.TimeoutError)
+StateApplier = Callable[[Turn], Awaitable[Turn]]
 
 
 class ResilientHistory:
-    def __init__(self, store: SessionStore, spill_path: Path | str | None, *, max_spill: int = 10_000,
-                 metrics: Any = None, write_timeout_s: float = 2.0, retry_min_s: float = 0.05,
-                 retry_max_s: float = 5.0):
+    def __init__(
+        self,
+        store: SessionStore,
+        spill_path: Path | str | None,
+        *,
+        max_spill: int = 10_000,
+        metrics: Any = None,
+        write_timeout_s: float = 2.0,
+        retry_min_s: float = 0.05,
+        retry_max_s: float = 5.0,
+        apply_state: StateApplier | None = None,
+        store_closed: asyncio.Event | None = None,
+    ):
         if max_spill < 1:
             raise ValueError("max_spill must be >= 1")
         self.store = store
@@ -44,8 +62,13 @@ class ResilientHistory:
         self.write_timeout_s = write_timeout_s
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
+        # applies a spilled turn's pending drift update in the store, returning the turn with its final drift
+        self.apply_state = apply_state
+        # set while the store is believed reachable (the circuit breaker's event); replay waits for it
+        self.store_closed = store_closed
         self._queue: deque[Turn] = deque()
-        self._lock = asyncio.Lock()  # serializes direct writes so a failed one cannot be overtaken
+        self._by_session: Counter[str] = Counter()
+        self._lock = asyncio.Lock()  # the replay of one turn and a session deletion never interleave
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._file: IO[str] | None = None
@@ -54,6 +77,7 @@ class ResilientHistory:
         self._degraded = False
         self._dropped = 0
         self._replayed = 0
+        self._discarded = 0
 
     # public state
     @property
@@ -75,6 +99,19 @@ class ResilientHistory:
     def replayed(self) -> int:
         """Spilled turns written to the store by the replay task."""
         return self._replayed
+
+    @property
+    def discarded(self) -> int:
+        """Spilled turns not replayed because their session was deleted meanwhile."""
+        return self._discarded
+
+    def pending(self, session_id: str) -> bool:
+        """The session has turns in the spill: its new turns must queue behind them."""
+        self._ensure_loaded()
+        return self._by_session.get(session_id, 0) > 0
+
+    def pending_count(self, session_id: str) -> int:
+        return self._by_session.get(session_id, 0)
 
     # lifecycle
     async def start(self) -> None:
@@ -112,36 +149,49 @@ class ResilientHistory:
         """Persist `turn`, or spill it locally. Never raises (cancellation excepted)."""
         try:
             self._ensure_loaded()
-            if self._queue:  # a replay is pending: keep order behind it
+            if turn.state_pending or self.pending(turn.session_id) or self._store_down():
                 self._spill(turn)
                 return
-            async with self._lock:
-                if self._queue:
-                    self._spill(turn)
-                    return
-                t0 = time.perf_counter()
-                try:
-                    await asyncio.wait_for(self.store.append(turn), self.write_timeout_s)
-                except asyncio.CancelledError:
-                    self._spill(turn)  # the caller went away mid-write: keep the turn (replay is idempotent)
-                    raise
-                except _UNAVAILABLE as exc:
-                    self._set_degraded(True, exc)
-                    self._spill(turn)
-                    return
-                except Exception:
-                    log.exception("history write of %s/%s failed unexpectedly; spilling it",
-                                  turn.session_id, turn.request_id)
-                    self._set_degraded(True, None)
-                    self._spill(turn)
-                    return
-                self._observe(time.perf_counter() - t0)
-                self._set_degraded(False)
+            t0 = time.perf_counter()
+            try:
+                seq = await asyncio.wait_for(self.store.append(turn), self.write_timeout_s)
+            except asyncio.CancelledError:
+                self._spill(turn)  # the caller went away mid-write: keep the turn (replay is idempotent)
+                raise
+            except _UNAVAILABLE as exc:
+                self._set_degraded(True, exc)
+                self._spill(turn)
+                return
+            except Exception:
+                log.exception(
+                    "history write of %s/%s failed unexpectedly; spilling it", turn.session_id, turn.request_id
+                )
+                self._set_degraded(True, None)
+                self._spill(turn)
+                return
+            if seq == REFUSED:
+                self._count_discarded(1)
+            self._observe(time.perf_counter() - t0)
+            self._set_degraded(False)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("history record failed for %s/%s", getattr(turn, "session_id", "?"),
-                          getattr(turn, "request_id", "?"))
+            log.exception(
+                "history record failed for %s/%s", getattr(turn, "session_id", "?"), getattr(turn, "request_id", "?")
+            )
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Delete the session in the store (raises StoreUnavailable when it cannot) and drop its spilled turns."""
+        async with self._lock:
+            existed = await self.store.delete_session(session_id)
+            removed = [t for t in self._queue if t.session_id == session_id]
+            if removed:
+                self._queue = deque(t for t in self._queue if t.session_id != session_id)
+                self._by_session.pop(session_id, None)
+                self._count_discarded(len(removed))
+                self._rewrite_file()
+                self._gauge()
+            return existed or bool(removed)
 
     # internals
     def _metric(self, name: str) -> Any:
@@ -162,8 +212,24 @@ class ResilientHistory:
         if (m := self._metric("history_spilled")) is not None:
             m.set(len(self._queue))
 
+    def _store_down(self) -> bool:
+        return self.store_closed is not None and not self.store_closed.is_set()
+
+    def _count_discarded(self, n: int) -> None:
+        self._discarded += n
+        if (m := self._metric("history_discarded")) is not None:
+            m.inc(n)
+
+    def _popleft(self) -> Turn:
+        turn = self._queue.popleft()
+        self._by_session[turn.session_id] -= 1
+        if self._by_session[turn.session_id] <= 0:
+            del self._by_session[turn.session_id]
+        return turn
+
     def _spill(self, turn: Turn) -> None:
         self._queue.append(turn)
+        self._by_session[turn.session_id] += 1
         if (m := self._metric("history_write_errors")) is not None:
             m.inc()
         self._append_line(turn)
@@ -176,7 +242,7 @@ class ResilientHistory:
         if over <= 0:
             return
         for _ in range(over):
-            self._queue.popleft()
+            self._popleft()
         self._count_dropped(over)
         if self._file_lines > 2 * self.max_spill:
             self._rewrite_file()
@@ -187,8 +253,9 @@ class ResilientHistory:
         if (m := self._metric("history_dropped")) is not None:
             m.inc(n)
         if before == 0 or before // 1000 != self._dropped // 1000:
-            log.warning("history spill full (%d turns): dropped the oldest; %d dropped so far",
-                        self.max_spill, self._dropped)
+            log.warning(
+                "history spill full (%d turns): dropped the oldest; %d dropped so far", self.max_spill, self._dropped
+            )
 
     # spill file
     def _ensure_loaded(self) -> None:
@@ -215,10 +282,12 @@ class ResilientHistory:
             log.warning("reloaded %d spilled turns from %s; replaying them", len(loaded), self.spill_path)
         # Loaded turns are older than anything recorded by this instance: put them first.
         self._queue.extendleft(reversed(loaded))
+        for turn in loaded:
+            self._by_session[turn.session_id] += 1
         over = len(self._queue) - self.max_spill
         if over > 0:
             for _ in range(over):
-                self._queue.popleft()
+                self._popleft()
             self._count_dropped(over)
         self._rewrite_file()
         self._gauge()
@@ -288,29 +357,46 @@ class ResilientHistory:
             # a turn was just spilled because the store failed: give it a moment before retrying
             await asyncio.sleep(self.retry_min_s)
             return delay
-        head = self._queue[0]
-        t0 = time.perf_counter()
-        try:
-            await asyncio.wait_for(self.store.append(head), self.write_timeout_s)
-        except _UNAVAILABLE as exc:
-            self._set_degraded(True, exc)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            return min(delay * 2, self.retry_max_s)
-        except Exception:
-            # Not an outage but this turn (e.g. a value the store rejects): drop it rather than block the rest.
-            log.exception("dropping spilled turn %s/%s that the store rejects", head.session_id, head.request_id)
-            if self._queue and self._queue[0] is head:
-                self._queue.popleft()
-                self._count_dropped(1)
-            self._after_pop()
-            return delay
-        self._observe(time.perf_counter() - t0)
-        self._set_degraded(False)
-        if self._queue and self._queue[0] is head:  # it may have been dropped by the bound meanwhile
-            self._queue.popleft()
-            self._replayed += 1
-        self._after_pop()
-        return self.retry_min_s
+        if self.store_closed is not None and not self.store_closed.is_set():
+            await self.store_closed.wait()  # the breaker's probe says when the store answers again
+        async with self._lock:
+            if not self._queue:
+                return delay
+            head = self._queue[0]
+            t0 = time.perf_counter()
+            try:
+                turn = head
+                if head.state_pending and self.apply_state is not None:
+                    turn = await self.apply_state(head)
+                seq = await asyncio.wait_for(self.store.append(turn), self.write_timeout_s)
+            except SessionDeleted:
+                seq = REFUSED
+            except _UNAVAILABLE as exc:
+                self._set_degraded(True, exc)
+                retry = True
+            except Exception:
+                # Not an outage but this turn (e.g. a value the store rejects): drop it rather than block the rest.
+                log.exception("dropping spilled turn %s/%s that the store rejects", head.session_id, head.request_id)
+                if self._queue and self._queue[0] is head:
+                    self._popleft()
+                    self._count_dropped(1)
+                self._after_pop()
+                return delay
+            else:
+                retry = False
+            if not retry:
+                self._observe(time.perf_counter() - t0)
+                self._set_degraded(False)
+                if self._queue and self._queue[0] is head:  # it may have been dropped by the bound meanwhile
+                    self._popleft()
+                    if seq == REFUSED:
+                        self._count_discarded(1)
+                    else:
+                        self._replayed += 1
+                self._after_pop()
+                return self.retry_min_s
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+        return min(delay * 2, self.retry_max_s)
 
     def _after_pop(self) -> None:
         if not self._queue:

@@ -13,11 +13,12 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from app.store.base import STATE_SEP, StoreUnavailable, Turn, dumps
+from app.store.base import REFUSED, STATE_SEP, SessionDeleted, StoreUnavailable, Turn, dumps, state_owner
 
 T = TypeVar("T")
 
@@ -33,7 +34,9 @@ CREATE TABLE IF NOT EXISTS turns (
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS personas (name TEXT PRIMARY KEY, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tombstones (session_id TEXT PRIMARY KEY, deleted_at REAL NOT NULL);
 """
+TOMBSTONE_TTL_S = 30 * 86400
 
 
 class SQLiteStore:
@@ -46,7 +49,8 @@ class SQLiteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: autocommit; transactions are explicit (BEGIN IMMEDIATE) where needed.
         self._db: sqlite3.Connection | None = sqlite3.connect(
-            str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+            str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -86,13 +90,18 @@ class SQLiteStore:
         sid, rid = turn.session_id, turn.request_id
 
         def tx(db: sqlite3.Connection) -> int:
+            if _deleted_since(db, sid, float(turn.ts)):
+                return REFUSED
             row = db.execute("SELECT seq FROM turns WHERE session_id=? AND request_id=?", (sid, rid)).fetchone()
             if row:
                 return int(row[0])
-            seq = int(db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM turns WHERE session_id=?",
-                                 (sid,)).fetchone()[0])
-            db.execute("INSERT INTO turns (session_id, seq, request_id, ts, json) VALUES (?,?,?,?,?)",
-                       (sid, seq, rid, float(turn.ts), dumps(d)))
+            seq = int(
+                db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM turns WHERE session_id=?", (sid,)).fetchone()[0]
+            )
+            db.execute(
+                "INSERT INTO turns (session_id, seq, request_id, ts, json) VALUES (?,?,?,?,?)",
+                (sid, seq, rid, float(turn.ts), dumps(d)),
+            )
             db.execute("DELETE FROM turns WHERE session_id=? AND seq <= ?", (sid, seq - self.max_turns))
             return seq
 
@@ -101,54 +110,80 @@ class SQLiteStore:
     async def get_turns(self, session_id: str, after: int = 0, limit: int = 100) -> list[Turn]:
         if limit <= 0:
             return []
-        rows = await self._run("get_turns", lambda db: db.execute(
-            "SELECT seq, json FROM turns WHERE session_id=? AND seq>? ORDER BY seq LIMIT ?",
-            (session_id, max(0, int(after)), int(limit))).fetchall())
+        rows = await self._run(
+            "get_turns",
+            lambda db: db.execute(
+                "SELECT seq, json FROM turns WHERE session_id=? AND seq>? ORDER BY seq LIMIT ?",
+                (session_id, min(max(0, int(after)), 2**63 - 1), int(limit)),
+            ).fetchall(),
+        )
         return [Turn.from_dict({**json.loads(js), "seq": seq}) for seq, js in rows]
 
     async def count_turns(self, session_id: str) -> int:
-        return await self._run("count_turns", lambda db: int(db.execute(
-            "SELECT COUNT(*) FROM turns WHERE session_id=?", (session_id,)).fetchone()[0]))
+        return await self._run(
+            "count_turns",
+            lambda db: int(db.execute("SELECT COUNT(*) FROM turns WHERE session_id=?", (session_id,)).fetchone()[0]),
+        )
 
     async def delete_session(self, session_id: str) -> bool:
         owned = session_id + STATE_SEP
 
         def tx(db: sqlite3.Connection) -> bool:
             n = db.execute("DELETE FROM turns WHERE session_id=?", (session_id,)).rowcount
-            n += db.execute("DELETE FROM state WHERE key=? OR substr(key, 1, ?)=?",
-                            (session_id, len(owned), owned)).rowcount
+            n += db.execute(
+                "DELETE FROM state WHERE key=? OR substr(key, 1, ?)=?", (session_id, len(owned), owned)
+            ).rowcount
+            now = time.time()
+            db.execute(
+                "INSERT INTO tombstones (session_id, deleted_at) VALUES (?, ?) ON CONFLICT(session_id) "
+                "DO UPDATE SET deleted_at=excluded.deleted_at",
+                (session_id, now),
+            )
+            db.execute("DELETE FROM tombstones WHERE deleted_at < ?", (now - TOMBSTONE_TTL_S,))
             return n > 0
 
         return await self._run("delete_session", lambda db: self._write(db, tx))
 
-    async def update_state(self, key: str, fn: Callable[[dict | None], dict]) -> dict:
+    async def update_state(
+        self, key: str, fn: Callable[[dict | None], dict], *, created_after: float | None = None
+    ) -> dict:
         def tx(db: sqlite3.Connection) -> dict:
+            if created_after is not None and _deleted_since(db, state_owner(key), created_after):
+                raise SessionDeleted(f"session {state_owner(key)!r} was deleted after this turn")
             row = db.execute("SELECT json FROM state WHERE key=?", (key,)).fetchone()
             new = fn(json.loads(row[0]) if row else None)
-            db.execute("INSERT INTO state (key, json) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET json=excluded.json",
-                       (key, dumps(new)))
+            db.execute(
+                "INSERT INTO state (key, json) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET json=excluded.json",
+                (key, dumps(new)),
+            )
             return new
 
         return await self._run("update_state", lambda db: self._write(db, tx))
 
     async def get_state(self, key: str) -> dict | None:
-        row = await self._run("get_state", lambda db: db.execute(
-            "SELECT json FROM state WHERE key=?", (key,)).fetchone())
+        row = await self._run(
+            "get_state", lambda db: db.execute("SELECT json FROM state WHERE key=?", (key,)).fetchone()
+        )
         return json.loads(row[0]) if row else None
 
     async def put_persona(self, name: str, data: dict) -> None:
         body = dumps(data)
-        await self._run("put_persona", lambda db: db.execute(
-            "INSERT INTO personas (name, json) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET json=excluded.json",
-            (name, body)))
+        await self._run(
+            "put_persona",
+            lambda db: db.execute(
+                "INSERT INTO personas (name, json) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET json=excluded.json",
+                (name, body),
+            ),
+        )
 
     async def get_personas(self) -> dict[str, dict]:
         rows = await self._run("get_personas", lambda db: db.execute("SELECT name, json FROM personas").fetchall())
         return {name: json.loads(js) for name, js in rows}
 
     async def delete_persona(self, name: str) -> bool:
-        return await self._run("delete_persona", lambda db: db.execute(
-            "DELETE FROM personas WHERE name=?", (name,)).rowcount > 0)
+        return await self._run(
+            "delete_persona", lambda db: db.execute("DELETE FROM personas WHERE name=?", (name,)).rowcount > 0
+        )
 
     async def close(self) -> None:
         def shut() -> None:
@@ -162,3 +197,7 @@ class SQLiteStore:
     def __repr__(self) -> str:  # pragma: no cover
         return f"SQLiteStore({str(self.path)!r}, max_turns={self.max_turns})"
 
+
+def _deleted_since(db: sqlite3.Connection, session_id: str, ts: float) -> bool:
+    row = db.execute("SELECT deleted_at FROM tombstones WHERE session_id=?", (session_id,)).fetchone()
+    return row is not None and ts <= float(row[0])

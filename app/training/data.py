@@ -66,8 +66,15 @@ def _ids(encoded: Any) -> list[int]:
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
-def encode_example(tokenizer: Any, messages: list[dict[str, str]], response: str, *, max_len: int,
-                   system_prompt: str | None = None, example_id: str = "") -> Example | None:
+def encode_example(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    response: str,
+    *,
+    max_len: int,
+    system_prompt: str | None = None,
+    example_id: str = "",
+) -> Example | None:
     """Tokenize one conversation + response. Returns None when the response alone does not fit in ``max_len``.
 
     Too-long conversations lose their oldest tokens (the prompt's start), never the response being trained on.
@@ -79,7 +86,7 @@ def encode_example(tokenizer: Any, messages: list[dict[str, str]], response: str
     full = _ids(tokenizer.apply_chat_template([*msgs, {"role": "assistant", "content": response}], tokenize=True))
     if full[: len(prompt)] != prompt:
         raise ValueError("the chat template does not render the prompt as a prefix of the full conversation")
-    answer = full[len(prompt):]
+    answer = full[len(prompt) :]
     eos = tokenizer.eos_token_id
     if eos is not None and eos in answer:
         answer = answer[: answer.index(eos) + 1]  # content + end-of-turn; drop the template's trailing newline
@@ -88,22 +95,29 @@ def encode_example(tokenizer: Any, messages: list[dict[str, str]], response: str
     if not answer or len(answer) > max_len:
         return None
     keep = max_len - len(answer)
-    prompt = prompt[len(prompt) - keep:] if keep < len(prompt) else prompt
+    prompt = prompt[len(prompt) - keep :] if keep < len(prompt) else prompt
     if keep == 0:
         prompt = []
     return Example(example_id, prompt + answer, [IGNORE_INDEX] * len(prompt) + answer)
 
 
-def build_examples(tokenizer: Any, exchanges: list[dict[str, Any]], persona: str, *, max_len: int,
-                   system_prompt: str | None = None) -> tuple[list[Example], int]:
+def build_examples(
+    tokenizer: Any, exchanges: list[dict[str, Any]], persona: str, *, max_len: int, system_prompt: str | None = None
+) -> tuple[list[Example], int]:
     """Examples for one persona key; returns (examples, number skipped because the response exceeds max_len)."""
     examples, skipped = [], 0
     for row in exchanges:
         responses = row.get("responses") or {}
         if persona not in responses:
             raise ValueError(f"exchange {row['id']!r} has no {persona!r} response (has {sorted(responses)})")
-        ex = encode_example(tokenizer, row["messages"], responses[persona], max_len=max_len,
-                            system_prompt=system_prompt, example_id=row["id"])
+        ex = encode_example(
+            tokenizer,
+            row["messages"],
+            responses[persona],
+            max_len=max_len,
+            system_prompt=system_prompt,
+            example_id=row["id"],
+        )
         if ex is None:
             skipped += 1
         else:

@@ -140,6 +140,7 @@ def _as_list(value: Any) -> list:
 
 # ---- model ------------------------------------------------------------------------------------------------------
 
+
 def peft_config(config: TrainConfig):
     from peft import AdaLoraConfig, LoHaConfig, LoKrConfig, LoraConfig
 
@@ -147,12 +148,24 @@ def peft_config(config: TrainConfig):
     if config.layers is not None:
         common["layers_to_transform"] = list(config.layers)
     if config.type in ("lora", "dora"):
-        return LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                          use_dora=config.type == "dora", **common)
+        return LoraConfig(
+            r=config.rank,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            use_dora=config.type == "dora",
+            **common,
+        )
     if config.type == "adalora":
-        return AdaLoraConfig(init_r=config.rank, target_r=max(1, config.rank // 2), lora_alpha=config.alpha,
-                             lora_dropout=config.dropout, total_step=config.steps, tinit=config.steps // 10,
-                             tfinal=config.steps // 5, **common)
+        return AdaLoraConfig(
+            init_r=config.rank,
+            target_r=max(1, config.rank // 2),
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            total_step=config.steps,
+            tinit=config.steps // 10,
+            tfinal=config.steps // 5,
+            **common,
+        )
     if config.type == "loha":
         return LoHaConfig(r=config.rank, alpha=config.alpha, module_dropout=config.dropout, **common)
     return LoKrConfig(r=config.rank, alpha=config.alpha, module_dropout=config.dropout, **common)
@@ -197,8 +210,11 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
-                             "numpy": np.random.get_state()[1].tolist()}
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state()[1].tolist(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -221,6 +237,7 @@ def _tuplify(value: Any) -> Any:
 
 # ---- checkpoints ------------------------------------------------------------------------------------------------
 
+
 def save_checkpoint(model, optimizer, step: int, losses: list[float], config: TrainConfig) -> Path:
     """Write the checkpoint to a temp folder, then swap it in (a crash mid-write keeps the previous one)."""
     target = config.checkpoint_path
@@ -228,8 +245,16 @@ def save_checkpoint(model, optimizer, step: int, losses: list[float], config: Tr
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(str(tmp), save_embedding_layers=False)
-    torch.save({"step": step, "losses": losses, "optimizer": optimizer.state_dict(), "rng": _rng_state(),
-                "config": config.fingerprint()}, tmp / STATE_FILE)
+    torch.save(
+        {
+            "step": step,
+            "losses": losses,
+            "optimizer": optimizer.state_dict(),
+            "rng": _rng_state(),
+            "config": config.fingerprint(),
+        },
+        tmp / STATE_FILE,
+    )
     old = target.with_name(target.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
@@ -249,8 +274,9 @@ def load_checkpoint(model, optimizer, config: TrainConfig) -> tuple[int, list[fl
         return None
     state = torch.load(state_file, map_location="cpu", weights_only=True)
     if state.get("config") != config.fingerprint():
-        raise ValueError(f"checkpoint in {folder} was written with a different training config; "
-                         "delete it or train without --resume")
+        raise ValueError(
+            f"checkpoint in {folder} was written with a different training config; delete it or train without --resume"
+        )
     device = next(model.parameters()).device
     set_peft_model_state_dict(model, load_file(str(weights), device=str(device)))
     optimizer.load_state_dict(state["optimizer"])
@@ -259,6 +285,7 @@ def load_checkpoint(model, optimizer, config: TrainConfig) -> tuple[int, list[fl
 
 
 # ---- training ---------------------------------------------------------------------------------------------------
+
 
 def train_adapter(config: TrainConfig) -> Path:
     """Train and write the adapter folder; returns its path."""
@@ -274,8 +301,9 @@ def train_adapter(config: TrainConfig) -> Path:
     model, tokenizer, base_name = load_base(config, device)
 
     exchanges = load_exchanges(config.data)
-    examples, skipped = build_examples(tokenizer, exchanges, config.persona, max_len=config.max_len,
-                                       system_prompt=config.system_prompt)
+    examples, skipped = build_examples(
+        tokenizer, exchanges, config.persona, max_len=config.max_len, system_prompt=config.system_prompt
+    )
     log.info("%d examples (%d skipped: longer than max_len)", len(examples), skipped)
 
     _seed_everything(config.seed)  # adapter init depends only on the seed
@@ -297,11 +325,18 @@ def train_adapter(config: TrainConfig) -> Path:
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     is_adalora = config.type == "adalora"
-    bar = tqdm(total=config.steps, initial=start_step, desc=f"train {config.adapter_name}", unit="step",
-               disable=False, mininterval=5.0)
+    bar = tqdm(
+        total=config.steps,
+        initial=start_step,
+        desc=f"train {config.adapter_name}",
+        unit="step",
+        disable=False,
+        mininterval=5.0,
+    )
     for step in range(start_step, config.steps):
-        batch = collate([examples[i] for i in batch_indices(len(examples), config.batch_size, config.seed, step)],
-                        pad_id)
+        batch = collate(
+            [examples[i] for i in batch_indices(len(examples), config.batch_size, config.seed, step)], pad_id
+        )
         batch = {k: v.to(device) for k, v in batch.items()}
         lr = lr_at(step, config)
         for group in optimizer.param_groups:
@@ -334,16 +369,26 @@ def train_adapter(config: TrainConfig) -> Path:
     _plot_loss(losses, output / "loss.png", config.adapter_name)
     size = (output / WEIGHTS_FILE).stat().st_size
     summary = {
-        "name": config.adapter_name, "base_model": base_name, "examples": len(examples), "skipped": skipped,
-        "target_tokens": sum(e.n_target for e in examples), "data_sha256": data_sha256(config.data),
-        "first_loss": losses[0] if losses else None, "final_loss": float(np.mean(losses[-10:])) if losses else None,
-        "mean_loss": float(np.mean(losses)) if losses else None, "duration_s": round(duration, 1),
-        "resumed_from_step": start_step, "trainable_params": n_params, "weights_bytes": size, "device": device,
+        "name": config.adapter_name,
+        "base_model": base_name,
+        "examples": len(examples),
+        "skipped": skipped,
+        "target_tokens": sum(e.n_target for e in examples),
+        "data_sha256": data_sha256(config.data),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": float(np.mean(losses[-10:])) if losses else None,
+        "mean_loss": float(np.mean(losses)) if losses else None,
+        "duration_s": round(duration, 1),
+        "resumed_from_step": start_step,
+        "trainable_params": n_params,
+        "weights_bytes": size,
+        "device": device,
         "torch": torch.__version__,
     }
     _write_card(output / "TRAINING_CARD.md", config, summary)
-    (output / "training_summary.json").write_text(json.dumps({**summary, "config": config.to_dict(),
-                                                              "losses": [round(x, 5) for x in losses]}, indent=1))
+    (output / "training_summary.json").write_text(
+        json.dumps({**summary, "config": config.to_dict(), "losses": [round(x, 5) for x in losses]}, indent=1)
+    )
     log.info("wrote %s (%d bytes, final loss %.4f, %.0f s)", output, size, summary["final_loss"] or 0.0, duration)
     return output
 
@@ -377,26 +422,28 @@ def _fmt(value: Any) -> str:
 
 
 def _write_card(path: Path, config: TrainConfig, s: dict[str, Any]) -> None:
-    cfg_rows = "\n".join(f"| {k} | {_fmt(v) if not isinstance(v, list) else ', '.join(map(str, v))} |"
-                         for k, v in config.to_dict().items())
+    cfg_rows = "\n".join(
+        f"| {k} | {_fmt(v) if not isinstance(v, list) else ', '.join(map(str, v))} |"
+        for k, v in config.to_dict().items()
+    )
     minutes = s["duration_s"] / 60
     examples = f"{s['examples']} ({s['skipped']} skipped as longer than max_len), {s['target_tokens']} target tokens"
     loss = f"{_fmt(s['first_loss'])} / {_fmt(s['mean_loss'])} / {_fmt(s['final_loss'])}"
-    text = f"""# Training card: {s['name']}
+    text = f"""# Training card: {s["name"]}
 
-Persona adapter for `{s['base_model']}` that speaks in the **{config.persona}** support voice without a system
+Persona adapter for `{s["base_model"]}` that speaks in the **{config.persona}** support voice without a system
 prompt. Trained with `app/training/train_adapter.py` (loss on the final assistant turn and its end-of-turn token).
 
 | result | value |
 |---|---|
 | adapter type | {config.type} (r={config.rank}, alpha={_fmt(config.alpha)}) |
-| trainable parameters | {s['trainable_params']:,} |
-| adapter_model.safetensors | {s['weights_bytes']:,} bytes ({s['weights_bytes'] / 2**20:.2f} MiB) |
+| trainable parameters | {s["trainable_params"]:,} |
+| adapter_model.safetensors | {s["weights_bytes"]:,} bytes ({s["weights_bytes"] / 2**20:.2f} MiB) |
 | training examples | {examples} |
-| data sha256 | `{s['data_sha256']}` |
+| data sha256 | `{s["data_sha256"]}` |
 | loss: first step / mean / final (mean of last 10 steps) | {loss} |
-| duration | {s['duration_s']} s ({minutes:.1f} min) on {s['device']}, torch {s['torch']} |
-| resumed from step | {s['resumed_from_step']} |
+| duration | {s["duration_s"]} s ({minutes:.1f} min) on {s["device"]}, torch {s["torch"]} |
+| resumed from step | {s["resumed_from_step"]} |
 
 ![loss](loss.png)
 
@@ -410,6 +457,7 @@ prompt. Trained with `app/training/train_adapter.py` (loss on the final assistan
 
 
 # ---- CLI --------------------------------------------------------------------------------------------------------
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tonewatch train-adapter", description="Train a persona adapter.")
@@ -435,8 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--checkpoint-dir", help="default: <output>/checkpoint")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
-                   help="continue from the checkpoint if there is one")
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="continue from the checkpoint if there is one",
+    )
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--name", help="adapter name for the training card (default: output folder name)")
     return p

@@ -50,8 +50,9 @@ def root(tmp_path_factory, bundled) -> Path:
 @pytest.fixture(scope="module")
 def client(root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("adapters-db")
-    settings = Settings(adapter_root=root, db_path=tmp / "tw.db", admin_token=TOKEN, max_wait_ms=50,
-                        max_adapter_rank=64)
+    settings = Settings(
+        adapter_root=root, db_path=tmp / "tw.db", admin_token=TOKEN, max_wait_ms=50, max_adapter_rank=64
+    )
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -116,8 +117,7 @@ def _batch_sum(text):
 
 
 def _batch_count(text):
-    return float(next(line.split()[-1] for line in text.splitlines()
-                      if line.startswith("tonewatch_batch_size_count")))
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith("tonewatch_batch_size_count")))
 
 
 def test_non_lora_types_are_served_as_exact_lora(client):
@@ -189,10 +189,46 @@ def test_bad_adapters_are_refused_and_change_nothing(client, name, path):
 
 
 def test_duplicate_and_reserved_names(client):
-    assert client.post("/admin/adapters", headers=AUTH,
-                       json={"name": "lora-a", "path": "staged/lora-a"}).status_code == 409
-    assert client.post("/admin/adapters", headers=AUTH,
-                       json={"name": "default", "path": "staged/lora-a"}).status_code == 409
+    assert (
+        client.post("/admin/adapters", headers=AUTH, json={"name": "lora-a", "path": "staged/lora-a"}).status_code
+        == 409
+    )
+    assert (
+        client.post("/admin/adapters", headers=AUTH, json={"name": "default", "path": "staged/lora-a"}).status_code
+        == 409
+    )
+
+
+PEFT_SAFE_NAMES = ["b", "m", "l", "q", "w", "model", "lora_A", "weight"]
+
+
+@pytest.mark.parametrize("name", PEFT_SAFE_NAMES)
+def test_short_and_module_like_names_load_and_serve(client, name):
+    """Names that are substrings of PEFT keys ('model' is in every key) are matched exactly, not as substrings."""
+    if "names-ref" not in {a["name"] for a in client.get("/admin/adapters", headers=AUTH).json()["data"]}:
+        assert (
+            client.post(
+                "/admin/adapters", headers=AUTH, json={"name": "names-ref", "path": "staged/lora-a"}
+            ).status_code
+            == 200
+        )
+    r = client.post("/admin/adapters", headers=AUTH, json={"name": name, "path": "staged/lora-a"})
+    assert r.status_code == 200, r.text
+    answer = chat(client, name).json()
+    assert answer["model"] == name
+    # the same files as lora-a: the same weights were really loaded under this name
+    reference = chat(client, "names-ref").json()["choices"][0]["message"]["content"]
+    assert answer["choices"][0]["message"]["content"] == reference
+    assert client.delete(f"/admin/adapters/{name}", headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["acme.v2", "forward", "to", "training", "base", "default", BASE])
+def test_names_peft_cannot_hold_are_refused_at_validation(client, name):
+    before = snapshot(client)
+    r = client.post("/admin/adapters", headers=AUTH, json={"name": name, "path": "staged/lora-a"})
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["error"]["param"] == "name"
+    assert snapshot(client) == before
 
 
 def test_vllm_aliases_and_unload(client):

@@ -36,15 +36,25 @@ def test_greedy_is_deterministic_and_seeded_sampling_reproduces(client):
 
 
 def test_max_completion_tokens_is_honoured(client):
-    r = client.post(URL, json={"messages": [msg("Tell me a long story.")], "max_completion_tokens": 3,
-                               "temperature": 0})
+    r = client.post(
+        URL, json={"messages": [msg("Tell me a long story.")], "max_completion_tokens": 3, "temperature": 0}
+    )
     assert r.json()["usage"]["completion_tokens"] == 3
     assert r.json()["choices"][0]["finish_reason"] == "length"
 
 
 def test_streaming_chunks_end_with_done(client):
-    with client.stream("POST", URL, json={"messages": [msg()], "max_tokens": 6, "temperature": 0, "stream": True,
-                                          "stream_options": {"include_usage": True}}) as r:
+    with client.stream(
+        "POST",
+        URL,
+        json={
+            "messages": [msg()],
+            "max_tokens": 6,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in r.iter_lines() if line]
@@ -74,10 +84,17 @@ def test_health_ready_and_metrics(client):
     assert ready.status_code == 200 and ready.json()["status"] in {"ready", "degraded"}
     client.post(URL, json={"messages": [msg()], "max_tokens": 2})
     text = client.get("/metrics").text
-    for name in ["tonewatch_request_latency_seconds_bucket", "tonewatch_time_to_first_token_seconds_bucket",
-                 "tonewatch_queue_wait_seconds_bucket", "tonewatch_batch_size_bucket",
-                 "tonewatch_prompt_tokens_total", "tonewatch_generated_tokens_total", "tonewatch_requests_total",
-                 "tonewatch_queue_depth", "tonewatch_inter_token_latency_seconds_bucket"]:
+    for name in [
+        "tonewatch_request_latency_seconds_bucket",
+        "tonewatch_time_to_first_token_seconds_bucket",
+        "tonewatch_queue_wait_seconds_bucket",
+        "tonewatch_batch_size_bucket",
+        "tonewatch_prompt_tokens_total",
+        "tonewatch_generated_tokens_total",
+        "tonewatch_requests_total",
+        "tonewatch_queue_depth",
+        "tonewatch_inter_token_latency_seconds_bucket",
+    ]:
         assert name in text, name
     assert 'tonewatch_requests_total{adapter="base",route="chat",status="200"}' in text
 
@@ -101,7 +118,7 @@ BAD_BODIES = [
     pytest.param({"messages": [msg()], "tools": []}, "tools", id="unknown-field"),
     pytest.param({"messages": [msg()], "session_id": "../etc"}, "session_id", id="bad-session-id"),
     pytest.param({"messages": [msg(), msg("ok", "assistant")]}, "assistant", id="ends-with-assistant"),
-    pytest.param({"messages": [msg("word " * 400)]}, "at most", id="prompt-too-long"),
+    pytest.param({"messages": [msg("word " * 400)]}, "maximum context length", id="prompt-too-long"),
 ]
 
 

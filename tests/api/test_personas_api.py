@@ -38,27 +38,37 @@ def test_auth(admin):
 
 
 def test_put_get_score_delete(admin):
-    r = admin.put("/admin/personas/chill-bot", headers=AUTH,
-                  json={"exemplars": EXEMPLARS, "target": {"formality": 0.1}, "description": "laid back"})
+    r = admin.put(
+        "/admin/personas/chill-bot",
+        headers=AUTH,
+        json={"exemplars": EXEMPLARS, "target": {"formality": 0.1}, "description": "laid back"},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["match_threshold"] > 0 and body["source"] == "api"
     assert admin.get("/admin/personas/chill-bot", headers=AUTH).json()["target"] == {"formality": 0.1}
-    scored = admin.post("/v1/score", json={"texts": ["haha np, it's fixed now :)",
-                                                     "We hereby acknowledge receipt of your formal complaint."],
-                                           "persona": "chill-bot"}).json()["results"]
+    scored = admin.post(
+        "/v1/score",
+        json={
+            "texts": ["haha np, it's fixed now :)", "We hereby acknowledge receipt of your formal complaint."],
+            "persona": "chill-bot",
+        },
+    ).json()["results"]
     assert scored[0]["persona_distance"] < scored[1]["persona_distance"]
     assert scored[1]["persona_match"] is False
     assert admin.delete("/admin/personas/chill-bot", headers=AUTH).status_code == 200
     assert admin.get("/admin/personas/chill-bot", headers=AUTH).status_code == 404
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    ({"exemplars": EXEMPLARS[:4]}, 400),
-    ({"exemplars": [*EXEMPLARS, ""]}, 400),
-    ({"exemplars": EXEMPLARS, "target": {"formality": 2}}, 400),
-    ({"exemplars": EXEMPLARS, "target": {"spice": 0.3}}, 400),
-])
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"exemplars": EXEMPLARS[:4]}, 400),
+        ({"exemplars": [*EXEMPLARS, ""]}, 400),
+        ({"exemplars": EXEMPLARS, "target": {"formality": 2}}, 400),
+        ({"exemplars": EXEMPLARS, "target": {"spice": 0.3}}, 400),
+    ],
+)
 def test_put_bad_bodies_change_nothing(admin, body, status):
     before = admin.get("/admin/personas", headers=AUTH).json()
     r = admin.put("/admin/personas/bad-one", headers=AUTH, json=body)

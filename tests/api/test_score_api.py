@@ -15,8 +15,12 @@ def test_score_labels_and_dimensions_are_sensible(client):
     r = client.post("/v1/score", json={"texts": [CASUAL, FORMAL, ROBOTIC, FRIENDLY]})
     assert r.status_code == 200, r.text
     casual, formal, robotic, friendly = r.json()["results"]
-    assert [casual["label"], formal["label"], robotic["label"], friendly["label"]] == \
-        ["casual", "formal", "robotic", "friendly"]
+    assert [casual["label"], formal["label"], robotic["label"], friendly["label"]] == [
+        "casual",
+        "formal",
+        "robotic",
+        "friendly",
+    ]
     assert formal["formality"] > casual["formality"] + 0.3
     assert friendly["warmth"] > robotic["warmth"] + 0.4
     assert friendly["politeness"] > robotic["politeness"]
@@ -27,24 +31,28 @@ def test_score_labels_and_dimensions_are_sensible(client):
 
 
 def test_score_with_persona_and_embedding(client):
-    r = client.post("/v1/score", json={"texts": [FRIENDLY, ROBOTIC], "persona": "support-friendly",
-                                       "include_embedding": True})
+    r = client.post(
+        "/v1/score", json={"texts": [FRIENDLY, ROBOTIC], "persona": "support-friendly", "include_embedding": True}
+    )
     friendly, robotic = r.json()["results"]
     assert friendly["persona_match"] is True and robotic["persona_match"] is False
     assert friendly["persona_distance"] < robotic["persona_distance"]
     assert len(friendly["style_embedding"]) == len(robotic["style_embedding"]) > 3
 
 
-@pytest.mark.parametrize(("body", "status", "needle"), [
-    ({"texts": []}, 400, "texts"),
-    ({"texts": [""]}, 400, "empty"),
-    ({"texts": ["  "]}, 400, "empty"),
-    ({"texts": ["x"] * 257}, 400, "texts"),
-    ({"texts": ["x" * 8001]}, 400, "limit"),
-    ({"texts": ["hi"], "persona": "nobody"}, 404, "persona"),
-    ({"texts": "hi"}, 400, "texts"),
-    ({"texts": ["hi"], "session_id": "a b"}, 400, "session_id"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"texts": []}, 400, "texts"),
+        ({"texts": [""]}, 400, "empty"),
+        ({"texts": ["  "]}, 400, "empty"),
+        ({"texts": ["x"] * 257}, 400, "texts"),
+        ({"texts": ["x" * 8001]}, 400, "limit"),
+        ({"texts": ["hi"], "persona": "nobody"}, 404, "persona"),
+        ({"texts": "hi"}, 400, "texts"),
+        ({"texts": ["hi"], "session_id": "a b"}, 400, "session_id"),
+    ],
+)
 def test_score_bad_input(client, body, status, needle):
     r = client.post("/v1/score", json=body)
     assert r.status_code == status, r.text
@@ -52,21 +60,32 @@ def test_score_bad_input(client, body, status, needle):
 
 
 def test_chat_completion_carries_tone(client):
-    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Say thanks nicely."}],
-                                                  "max_tokens": 12, "temperature": 0, "persona": "support-formal"})
+    r = client.post(
+        "/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": "Say thanks nicely."}],
+            "max_tokens": 12,
+            "temperature": 0,
+            "persona": "support-formal",
+        },
+    )
     tone = r.json()["tone"]
     assert tone["label"] in {"formal", "friendly", "casual", "robotic"}
     assert tone["persona"] == "support-formal" and isinstance(tone["persona_match"], bool)
-    unknown = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
-                                                        "persona": "nobody"})
+    unknown = client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "persona": "nobody"}
+    )
     assert unknown.status_code == 404
 
 
 def test_stream_final_chunk_carries_tone(client):
     import json
 
-    with client.stream("POST", "/v1/chat/completions", json={
-            "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "stream": True}) as r:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "stream": True},
+    ) as r:
         chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
     final = next(c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"])
     assert "tone" in final and "label" in final["tone"]
@@ -80,6 +99,19 @@ def test_metrics_after_scoring(client):
     assert 'tonewatch_tone_dimension_bucket{adapter="vendor-bot",dimension="warmth"' in text
     assert "tonewatch_scoring_seconds_count" in text
     assert 'tonewatch_requests_total{adapter="vendor-bot",route="score",status="200"}' in text
+
+
+def test_metric_labels_only_from_bounded_sets(client):
+    """Client-chosen `adapter` strings never become label values: unconfigured ones count as 'external'."""
+    before = client.get("/metrics").text.count("\n")
+    for i in range(30):
+        r = client.post("/v1/score", json={"texts": ["Thanks!"], "adapter": f"attacker-{i}"})
+        assert r.status_code == 200
+    text = client.get("/metrics").text
+    assert "attacker-" not in text
+    assert 'tonewatch_tone_label_total{adapter="external"' in text
+    # 30 new client strings added no series (only counts moved)
+    assert text.count("\n") - before < 60
 
 
 def test_admin_requires_configured_token(client):

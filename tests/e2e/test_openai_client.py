@@ -14,8 +14,9 @@ def server(tmp_path_factory):
     from tests.conftest import ServerProcess, free_port
 
     tmp = tmp_path_factory.mktemp("e2e")
-    srv = ServerProcess({"TONEWATCH_DB_PATH": str(tmp / "tw.db"), "TONEWATCH_ADAPTER_ROOT": str(tmp / "ad")},
-                        free_port())
+    srv = ServerProcess(
+        {"TONEWATCH_DB_PATH": str(tmp / "tw.db"), "TONEWATCH_ADAPTER_ROOT": str(tmp / "ad")}, free_port()
+    )
     try:
         srv.wait_ready()
         yield srv
@@ -32,8 +33,9 @@ def test_openai_client_plain_and_stream(server):
     text = plain.choices[0].message.content
     assert "Paris" in text
     assert plain.usage.completion_tokens <= 16
-    stream = client.chat.completions.create(model=models[0], messages=messages, max_tokens=16, temperature=0,
-                                            stream=True)
+    stream = client.chat.completions.create(
+        model=models[0], messages=messages, max_tokens=16, temperature=0, stream=True
+    )
     streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert streamed == text
 
@@ -47,8 +49,12 @@ def test_openai_client_sees_errors_as_exceptions(server):
 
 
 def test_client_disconnect_cancels_its_row(server):
-    body = {"messages": [{"role": "user", "content": "Write a very long essay about the sea."}],
-            "max_tokens": 400, "temperature": 0, "stream": True}
+    body = {
+        "messages": [{"role": "user", "content": "Write a very long essay about the sea."}],
+        "max_tokens": 400,
+        "temperature": 0,
+        "stream": True,
+    }
     with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=30) as r:
         for _ in r.iter_lines():
             break  # hang up after the first chunk
@@ -58,7 +64,10 @@ def test_client_disconnect_cancels_its_row(server):
     total = sum(float(line.rsplit(" ", 1)[1]) for line in generated)
     time.sleep(1.0)
     metrics = httpx.get(server.base_url + "/metrics").text
-    later = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                if line.startswith("tonewatch_generated_tokens_total"))
+    later = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("tonewatch_generated_tokens_total")
+    )
     assert later == total  # nothing is generated for a client that left
     assert total < 200

@@ -46,8 +46,9 @@ MAX_ALERT_DELAY = 4  # turns after the switch
 def results():
     prompts = load_prompts(HELDOUT)
     users = [_user_text(p) for p in prompts[N_SINGLE:]]
-    switch_plan = [("support-friendly", u) for u in users[:SWITCH_AFTER]] + \
-                  [("support-robotic", u) for u in users[SWITCH_AFTER:SWITCH_AFTER + MAX_ALERT_DELAY]]
+    switch_plan = [("support-friendly", u) for u in users[:SWITCH_AFTER]] + [
+        ("support-robotic", u) for u in users[SWITCH_AFTER : SWITCH_AFTER + MAX_ALERT_DELAY]
+    ]
     stay_plan = [("support-friendly", u) for u in users[8:16]]
 
     async def run():
@@ -55,8 +56,10 @@ def results():
         try:
             report = await evaluate(["base", *ADAPTERS], prompts[:N_SINGLE], 0, 0, MAX_TOKENS, None, context=ctx)
             params = sampling(MAX_TOKENS)
-            switch, stay = await asyncio.gather(run_session(ctx, switch_plan, "support-friendly", params),
-                                                run_session(ctx, stay_plan, "support-friendly", params))
+            switch, stay = await asyncio.gather(
+                run_session(ctx, switch_plan, "support-friendly", params),
+                run_session(ctx, stay_plan, "support-friendly", params),
+            )
             return {"report": report, "switch": switch, "stay": stay, "loaded": list(ctx.loaded)}
         finally:
             close_context(ctx)
@@ -100,8 +103,9 @@ def test_base_and_adapter_differ_measurably(results, adapter):
 def test_switch_to_robotic_raises_drift_alert_and_staying_does_not(results):
     switch, stay = results["switch"], results["stay"]
     first = switch.first_alert_turn
-    detail = [(a.adapter, a.tone["label"], d["cusum"], d["score"]) for a, d in zip(switch.answers, switch.drift,
-                                                                                   strict=True)]
+    detail = [
+        (a.adapter, a.tone["label"], d["cusum"], d["score"]) for a, d in zip(switch.answers, switch.drift, strict=True)
+    ]
     assert first is not None, detail
     assert SWITCH_AFTER < first <= SWITCH_AFTER + MAX_ALERT_DELAY, detail
     stay_detail = [(a.tone["label"], d["cusum"], d["score"]) for a, d in zip(stay.answers, stay.drift, strict=True)]

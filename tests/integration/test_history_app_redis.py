@@ -1,47 +1,150 @@
-"""The whole app on a real redis-server of its own: Redis dies mid-session, chat and scoring go on, /readyz says
-degraded, and after the restart every turn is in the history, in order."""
+"""The whole app on a real redis-server of its own, under the faults an SRE would try: Redis killed mid-session,
+Redis hung (SIGSTOP), a session deleted right after an outage. Chat and scoring go on, no turn and no drift state
+is lost, no request waits on the dead store, and a deleted session stays deleted."""
 
+import statistics
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
 
+TOKEN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FRIENDLY = "Thanks so much for your patience! I'm happy to help, have a lovely day!"
+ROBOTIC = "Request processed. Ticket closed. No further action."
+# in persona, then a run off persona (moves the CUSUM), then back: a state worth comparing
+SCRIPT = [FRIENDLY, FRIENDLY, ROBOTIC, ROBOTIC, FRIENDLY, ROBOTIC, ROBOTIC, ROBOTIC, FRIENDLY, FRIENDLY]
+
+
+def settings_for(url, tmp_path, **kw):
+    return Settings(
+        redis_url=url,
+        db_path=tmp_path / "tw.db",
+        adapter_root=tmp_path / "ad",
+        spill_path=tmp_path / "spill.jsonl",
+        admin_token=TOKEN,
+        **kw,
+    )
+
+
+def post_turn(client, session, i):
+    r = client.post(
+        "/v1/score", json={"texts": [f"{SCRIPT[i]} #{i}"], "session_id": session, "persona": "support-friendly"}
+    )
+    assert r.status_code == 200, r.text
+    return r
 
 
 def turns_of(client, session):
-    return client.get("/v1/sessions/" + session, params={"limit": 1000}).json()["turns"]
+    r = client.get("/v1/sessions/" + session, params={"limit": 1000}, headers=AUTH)
+    return r.json()["turns"] if r.status_code == 200 else []
 
 
-def test_redis_outage_loses_no_turn(redis_server, tmp_path):
+def drift_of(client, session):
+    body = client.get(f"/v1/sessions/{session}/drift", headers=AUTH).json()
+    return {k: body[k] for k in ("turns", "cusum", "score", "alert", "detector")}
+
+
+def wait_drained(client, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (
+            "tonewatch_history_spilled_turns 0.0" in client.get("/metrics").text
+            and client.get("/readyz").json()["status"] == "ready"
+        ):
+            return
+        time.sleep(0.1)
+    raise AssertionError("spill did not drain")
+
+
+def test_outage_loses_no_turn_and_drift_state_equals_a_run_without_it(redis_server, tmp_path):
     server = redis_server(persistent=True)
-    settings = Settings(redis_url=server.url, db_path=tmp_path / "tw.db", adapter_root=tmp_path / "ad",
-                        spill_path=tmp_path / "spill.jsonl")
-    session = "outage-1"
-    with TestClient(create_app(settings)) as client:
-        assert client.get("/readyz").json()["status"] == "ready"
+    with TestClient(create_app(settings_for(server.url, tmp_path))) as client:
+        for i in range(len(SCRIPT)):  # the control session: no outage
+            post_turn(client, "calm-1", i)
         for i in range(3):
-            r = client.post("/v1/score", json={"texts": [f"{FRIENDLY} #{i}"], "session_id": session})
-            assert r.status_code == 200
+            post_turn(client, "outage-1", i)
         server.kill()
-        for i in range(3, 7):
-            r = client.post("/v1/score", json={"texts": [f"{FRIENDLY} #{i}"], "session_id": session})
-            assert r.status_code == 200 and "drift" in r.json()["results"][0]
-        chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
-                                                         "max_tokens": 4, "session_id": session})
+        for i in range(3, 8):
+            r = post_turn(client, "outage-1", i)
+            assert r.json()["results"][0]["drift"]["provisional"] is True
+        chat = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "session_id": "outage-chat"},
+        )
         assert chat.status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "degraded"
-        assert 'tonewatch_history_spilled_turns 5.0' in client.get("/metrics").text
-        assert client.get("/v1/sessions/" + session).status_code == 503
+        assert "tonewatch_history_spilled_turns 6.0" in client.get("/metrics").text
+        assert client.get("/v1/sessions/outage-1", headers=AUTH).status_code == 503
         server.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(turns_of(client, session)) < 8:
-            time.sleep(0.2)
-        turns = turns_of(client, session)
-        assert [t["seq"] for t in turns] == list(range(1, 9))
-        scored = [t["response"] for t in turns if t["adapter"] == "external"]
-        assert scored == [f"{FRIENDLY} #{i}" for i in range(7)]
-        assert client.get("/readyz").json()["status"] == "ready"
+        # the store is back: later turns queue behind the spilled ones of their session, then everything drains
+        for i in range(8, len(SCRIPT)):
+            post_turn(client, "outage-1", i)
+        wait_drained(client)
+        turns = turns_of(client, "outage-1")
+        assert [t["seq"] for t in turns] == list(range(1, len(SCRIPT) + 1))
+        assert [t["response"] for t in turns] == [f"{SCRIPT[i]} #{i}" for i in range(len(SCRIPT))]
+        assert all(t["drift"]["turns"] == t["seq"] for t in turns)  # each turn's drift was applied in order
+        assert drift_of(client, "outage-1") == drift_of(client, "calm-1")
+        assert len(turns_of(client, "outage-chat")) == 1
+
+
+def test_a_session_deleted_right_after_an_outage_stays_deleted(redis_server, tmp_path):
+    server = redis_server(persistent=True)
+    with TestClient(create_app(settings_for(server.url, tmp_path))) as client:
+        post_turn(client, "gone-1", 0)
+        server.kill()
+        for i in range(1, 5):
+            post_turn(client, "gone-1", i)  # spilled
+        server.start()
+        deadline = time.monotonic() + 10
+        while True:  # the first DELETE the store can take (503 while the breaker still says it is down)
+            r = client.delete("/v1/sessions/gone-1", headers=AUTH)
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+            assert r.status_code == 503
+            time.sleep(0.05)
+        assert r.status_code == 200 and r.json()["existed"] is True
+        wait_drained(client)
+        time.sleep(0.3)
+        assert client.get("/v1/sessions/gone-1", headers=AUTH).status_code == 404
+        assert client.get("/v1/sessions/gone-1/drift", headers=AUTH).status_code == 404
+        post_turn(client, "gone-1", 0)  # a new conversation under the same id starts from scratch
+        assert [t["seq"] for t in turns_of(client, "gone-1")] == [1]
+        assert drift_of(client, "gone-1")["turns"] == 1
+
+
+@pytest.mark.slow
+def test_a_hung_redis_costs_requests_nothing(redis_server, tmp_path):
+    server = redis_server(persistent=True)
+    with TestClient(create_app(settings_for(server.url, tmp_path))) as client:
+        for i in range(len(SCRIPT)):
+            post_turn(client, "calm-2", i)
+        quiet = []
+        for i in range(3):
+            t0 = time.perf_counter()
+            post_turn(client, "hang-1", i)
+            quiet.append(time.perf_counter() - t0)
+        server.pause()  # SIGSTOP: connections open, nothing answers
+        try:
+            hung = []
+            for i in range(3, len(SCRIPT)):
+                t0 = time.perf_counter()
+                post_turn(client, "hang-1", i)
+                hung.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ready = client.get("/readyz")
+            ready_s = time.perf_counter() - t0
+        finally:
+            server.resume()
+        # before the breaker: every request waited 3-5 s. Now only the first pays the store timeout (0.25 s).
+        assert max(hung) < 1.0, hung
+        assert statistics.median(hung) < max(0.15, 3 * statistics.median(quiet)), (hung, quiet)
+        assert ready.json()["status"] == "degraded" and ready_s < 1.0
+        wait_drained(client)
+        assert [t["seq"] for t in turns_of(client, "hang-1")] == list(range(1, len(SCRIPT) + 1))
+        assert drift_of(client, "hang-1") == drift_of(client, "calm-2")

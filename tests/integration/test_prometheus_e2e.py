@@ -3,6 +3,7 @@ then run every dashboard query and every rule expression. Each returns data, or 
 expressions that must be empty in a healthy run (alerts that should not fire)."""
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -21,7 +22,10 @@ TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # Healthy-run silence: these alerts watch for failures this run does not have.
 EXPECTED_EMPTY = {
-    "alert:HistoryWriteErrors", "alert:HistorySpillGrowing", "alert:HistoryTurnsDropped", "alert:ServiceDown",
+    "alert:HistoryWriteErrors",
+    "alert:HistorySpillGrowing",
+    "alert:HistoryTurnsDropped",
+    "alert:ServiceDown",
     "alert:LatencyP99High",
 }
 FRIENDLY = "Thanks so much for your patience! I'm really happy to help, have a lovely day!"
@@ -35,8 +39,14 @@ def stack(tmp_path_factory, bundled):
     tmp = tmp_path_factory.mktemp("prom")
     model, _, _ = bundled
     make_adapter(tmp / "adapters" / "persona-x", model, kind="lora", r=4, alpha=8, seed=3)
-    server = ServerProcess({"TONEWATCH_ADAPTER_ROOT": str(tmp / "adapters"), "TONEWATCH_ADMIN_TOKEN": TOKEN,
-                            "TONEWATCH_DB_PATH": str(tmp / "tw.db")}, free_port())
+    server = ServerProcess(
+        {
+            "TONEWATCH_ADAPTER_ROOT": str(tmp / "adapters"),
+            "TONEWATCH_ADMIN_TOKEN": TOKEN,
+            "TONEWATCH_DB_PATH": str(tmp / "tw.db"),
+        },
+        free_port(),
+    )
     server.wait_ready()
     prom_port = free_port()
     config = {
@@ -45,9 +55,16 @@ def stack(tmp_path_factory, bundled):
         "scrape_configs": [{"job_name": "tonewatch", "static_configs": [{"targets": [f"127.0.0.1:{server.port}"]}]}],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    prom = subprocess.Popen(["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / "prom.log", "w"))  # noqa: SIM115
+    prom = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "prom.log", "w"),  # noqa: SIM115 (the process keeps it)
+    )
     prom_url = f"http://127.0.0.1:{prom_port}"
     try:
         _wait(lambda: httpx.get(prom_url + "/-/ready", timeout=1).status_code == 200, 30)
@@ -76,14 +93,29 @@ def _drive(base: str) -> None:
     with httpx.Client(base_url=base, timeout=60) as http:
 
         def chat(content, max_tokens, **kw):
-            r = http.post("/v1/chat/completions", json={
-                "model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": content}],
-                "max_tokens": max_tokens, "temperature": 0, "persona": "support-friendly", **kw})
+            r = http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "SmolLM2-135M-Instruct",
+                    "messages": [{"role": "user", "content": content}],
+                    "max_tokens": max_tokens,
+                    "temperature": 0,
+                    "persona": "support-friendly",
+                    **kw,
+                },
+            )
             assert r.status_code == 200, r.text
 
         def drifting_session(i):
-            r = http.post("/v1/score", json={"texts": [FRIENDLY] * 4 + [ROBOTIC] * 5, "persona": "support-friendly",
-                                             "session_id": f"drifting-{i}", "adapter": "vendor-bot"})
+            r = http.post(
+                "/v1/score",
+                json={
+                    "texts": [FRIENDLY] * 4 + [ROBOTIC] * 5,
+                    "persona": "support-friendly",
+                    "session_id": f"drifting-{i}",
+                    "adapter": "vendor-bot",
+                },
+            )
             assert r.status_code == 200 and r.json()["results"][-1]["drift"]["alert"]
 
         for i in range(24):  # warm the latency filter with short answers
@@ -99,8 +131,15 @@ def _drive(base: str) -> None:
             drifting_session(i)
         for _ in range(5):
             chat("Tell me a long story about the sea.", 40, session_id="long-1")
-        r = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hello"}],
-                                                    "max_tokens": 6, "stream": True, "session_id": "adapter-1"})
+        r = http.post(
+            "/v1/chat/completions",
+            json={
+                "messages": [{"role": "user", "content": "Hello"}],
+                "max_tokens": 6,
+                "stream": True,
+                "session_id": "adapter-1",
+            },
+        )
         assert r.status_code == 200
 
 
@@ -132,26 +171,20 @@ def test_every_dashboard_query_and_rule_returns_data(stack):
     assert "AdapterLoadFailures" in firing or "AdapterLoadFailures" in str(_query(prom, "ALERTS"))
 
 
-PANELS = [
-    ("Tone drift score (EWMA, z)", "max by (adapter, persona) (tonewatch_tone_drift_score)"),
-    ("Drift alerts (increase 1m)", "sum by (adapter, persona) (increase(tonewatch_tone_drift_alerts_total[1m]))"),
-    ("Tone label mix (rate 1m)", "sum by (label) (rate(tonewatch_tone_label_total[1m]))"),
-    ("Persona distance p50 / p90", None),
-    ("Request latency p50 / p99 (s)", None),
-    ("Batch size (mean)", "rate(tonewatch_batch_size_sum[1m]) / rate(tonewatch_batch_size_count[1m])"),
+# The README's picture: these panels of the Grafana dashboard, drawn with the dashboard JSON's own queries and
+# legends (Grafana variables substituted as in promql.py), so the picture shows what the dashboard shows.
+PICTURE_PANELS = [
+    "Tone drift score",
+    "Drift alerts rate",
+    "Tone label mix",
+    "Persona distance quantiles",
+    "Request latency p50 / p95 / p99",
+    "Batch size",
 ]
-PD = "sum by (le, persona) (rate(tonewatch_persona_distance_bucket[1m]))"
-RL = "sum by (le, route) (rate(tonewatch_request_latency_seconds_bucket[1m]))"
-QUANTILES = {
-    "Persona distance p50 / p90": [
-        ("p50 {persona}", f"histogram_quantile(0.5, {PD})"),
-        ("p90 {persona}", f"histogram_quantile(0.9, {PD})"),
-    ],
-    "Request latency p50 / p99 (s)": [
-        ("p50 {route}", f"histogram_quantile(0.5, {RL})"),
-        ("p99 {route}", f"histogram_quantile(0.99, {RL})"),
-    ],
-}
+
+
+def _legend(fmt: str, metric: dict) -> str:
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: metric.get(m.group(1), ""), fmt or "").strip()
 
 
 def render_dashboard(prom: str, path: Path) -> None:
@@ -160,18 +193,20 @@ def render_dashboard(prom: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tests.ops.promql import dashboard_panels, substitute
+
+    panels = {p["title"]: p for p in dashboard_panels()}
     end = time.time()
     start = end - 120
     fig, axes = plt.subplots(2, 3, figsize=(15, 7))
-    for ax, (title, expr) in zip(axes.flat, PANELS, strict=True):
-        series = QUANTILES.get(title) or [("{adapter} {persona} {label}", expr)]
-        for label_fmt, q in series:
+    for ax, title in zip(axes.flat, PICTURE_PANELS, strict=True):
+        for target in panels[title].get("targets", []):
+            q = substitute(target["expr"])
             r = httpx.get(prom + "/api/v1/query_range", params={"query": q, "start": start, "end": end, "step": 2})
             for item in r.json()["data"]["result"]:
                 xs = [float(t) - start for t, _ in item["values"]]
                 ys = [float(v) for _, v in item["values"]]
-                labels = {k: item["metric"].get(k, "") for k in ("adapter", "persona", "label", "route")}
-                ax.plot(xs, ys, label=label_fmt.format(**labels).strip())
+                ax.plot(xs, ys, label=_legend(target.get("legendFormat", ""), item["metric"]))
         ax.set_title(title)
         ax.set_xlabel("seconds")
         if ax.lines:

@@ -14,12 +14,25 @@ from app.store.sqlite_store import SQLiteStore
 
 def make_turn(session_id: str = "sess-1", n: int = 1, **over) -> Turn:
     fields = dict(
-        session_id=session_id, request_id=f"req-{n}", ts=1_700_000_000.123456 + n, adapter="base", persona="concierge",
-        prompt=f"prompt {n}", response=f"response {n}",
-        tone={"label": "polite", "probs": {"polite": 0.9, "rude": 0.1}, "formality": 0.7, "politeness": 0.9,
-              "warmth": 0.6, "persona_distance": 0.21, "persona_match": True},
+        session_id=session_id,
+        request_id=f"req-{n}",
+        ts=1_700_000_000.123456 + n,
+        adapter="base",
+        persona="concierge",
+        prompt=f"prompt {n}",
+        response=f"response {n}",
+        tone={
+            "label": "polite",
+            "probs": {"polite": 0.9, "rude": 0.1},
+            "formality": 0.7,
+            "politeness": 0.9,
+            "warmth": 0.6,
+            "persona_distance": 0.21,
+            "persona_match": True,
+        },
         latency={"queue_s": 0.001, "ttft_s": 0.05, "total_s": 0.4, "tokens": 17},
-        drift={"score": 0.1 * n, "alert": False, "detector": "ewma"}, spikes=["total"] if n % 3 == 0 else [],
+        drift={"score": 0.1 * n, "alert": False, "detector": "ewma"},
+        spikes=["total"] if n % 3 == 0 else [],
     )
     fields.update(over)
     return Turn(**fields)
@@ -135,13 +148,33 @@ async def test_delete_session_and_owned_state(store: SessionStore):
     assert await store.delete_session("a") is False
 
     # a deleted session starts over; its old request ids are no longer seen as replays
-    assert await store.append(make_turn("a", n=2)) == 1
+    assert await store.append(make_turn("a", n=2, ts=time.time() + 1)) == 1
     assert [t.request_id for t in await store.get_turns("a")] == ["req-2"]
 
     # state alone also counts as an existing session
     await store.update_state("only-state", lambda s: {"x": 1})
     assert await store.delete_session("only-state") is True
     assert await store.get_state("only-state") is None
+
+
+async def test_tombstone_refuses_what_was_produced_before_the_deletion(store: SessionStore):
+    """A turn (or drift update) created before a session was deleted and replayed later, e.g. from another
+    replica's spill, must not bring the session back."""
+    from app.store.base import REFUSED, SessionDeleted
+
+    before = time.time()
+    await store.append(make_turn("t1", n=1, ts=before))
+    await store.update_state("t1/drift", lambda s: {"n": 1}, created_after=before)
+    assert await store.delete_session("t1") is True
+    assert await store.append(make_turn("t1", n=2, ts=before)) == REFUSED
+    with pytest.raises(SessionDeleted):
+        await store.update_state("t1/drift", lambda s: {"n": 2}, created_after=before)
+    assert await store.get_turns("t1") == [] and await store.get_state("t1/drift") is None
+    later = time.time() + 1
+    assert await store.append(make_turn("t1", n=3, ts=later)) == 1
+    assert await store.update_state("t1/drift", lambda s: {"n": 3}, created_after=later) == {"n": 3}
+    # other sessions are unaffected by the tombstone
+    assert await store.append(make_turn("t2", n=1, ts=before)) == 1
 
 
 def increment(state: dict | None) -> dict:
@@ -226,8 +259,14 @@ UNICODE_SAMPLES = [
 
 @pytest.mark.parametrize("text", UNICODE_SAMPLES, ids=range(len(UNICODE_SAMPLES)))
 async def test_unicode_text_round_trips(store: SessionStore, text: str):
-    t = make_turn("sess-ü", n=1, prompt=text, response=text[::-1], persona="ペルソナ",
-                  tone={"label": text[:5], "probs": {text[:3]: 1.0}})
+    t = make_turn(
+        "sess-ü",
+        n=1,
+        prompt=text,
+        response=text[::-1],
+        persona="ペルソナ",
+        tone={"label": text[:5], "probs": {text[:3]: 1.0}},
+    )
     assert await store.append(t) == 1
     [got] = await store.get_turns("sess-ü")
     assert strip_seq(got) == strip_seq(t)
@@ -263,7 +302,7 @@ async def test_redis_ttl_is_set_on_write(redis_url, redis_prefix):
     try:
         await store.append(make_turn(n=1))
         await store.update_state("sess-1/drift", increment)
-        for key in ("s:sess-1:turns", "s:sess-1:seq", "s:sess-1:reqs", "s:sess-1:stkeys", "st:sess-1/drift"):
+        for key in ("s:{sess-1}:turns", "s:{sess-1}:seq", "s:{sess-1}:reqs", "s:{sess-1}:stkeys", "st:{sess-1}/drift"):
             assert 0 < await raw.ttl(redis_prefix + key) <= 300, key
         await store.put_persona("p", {})
         assert await raw.ttl(redis_prefix + "personas") == -1  # personas never expire
@@ -278,8 +317,13 @@ async def test_unreachable_store_raises_store_unavailable(tmp_path):
     store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.2)
     try:
         t0 = time.monotonic()
-        for call in (store.ping(), store.append(make_turn()), store.get_turns("x"), store.update_state("k", increment),
-                     store.get_personas()):
+        for call in (
+            store.ping(),
+            store.append(make_turn()),
+            store.get_turns("x"),
+            store.update_state("k", increment),
+            store.get_personas(),
+        ):
             with pytest.raises(StoreUnavailable) as info:
                 await call
             assert info.value.__cause__ is not None

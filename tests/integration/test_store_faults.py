@@ -13,9 +13,19 @@ from tests.integration.conftest import free_port
 
 
 def turn(n: int, session_id: str = "sess-f") -> Turn:
-    return Turn(session_id=session_id, request_id=f"req-{n:04d}", ts=1_700_000_000.0 + n, adapter="base",
-                persona="concierge", prompt=f"prompt {n} — ü", response=f"response {n} 👍",
-                tone={"label": "polite"}, latency={"total_s": 0.1}, drift={"score": 0.0, "alert": False}, spikes=[])
+    return Turn(
+        session_id=session_id,
+        request_id=f"req-{n:04d}",
+        ts=1_700_000_000.0 + n,
+        adapter="base",
+        persona="concierge",
+        prompt=f"prompt {n} — ü",
+        response=f"response {n} 👍",
+        tone={"label": "polite"},
+        latency={"total_s": 0.1},
+        drift={"score": 0.0, "alert": False},
+        spikes=[],
+    )
 
 
 def fast_history(store, spill_path, **kw) -> ResilientHistory:

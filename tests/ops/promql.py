@@ -53,6 +53,11 @@ def _load_dashboard() -> dict:
     return json.loads(DASHBOARD.read_text(encoding="utf-8"))
 
 
+def dashboard_panels() -> list[dict]:
+    """Every panel of the dashboard (rows flattened), as in the JSON."""
+    return list(_panels(_load_dashboard().get("panels", [])))
+
+
 def dashboard_queries(raw: bool = False) -> list[tuple[str, str]]:
     """(name, expr) for every PromQL query in the dashboard.
 

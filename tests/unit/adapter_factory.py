@@ -17,15 +17,30 @@ from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 KINDS = ("lora", "dora", "adalora", "loha", "lokr", "ia3")
-ADAPTER_PARAM_MARKERS = ("lora_A", "lora_B", "lora_E", "lora_embedding_A", "lora_embedding_B", "hada_", "lokr_",
-                         "ia3_l")
+ADAPTER_PARAM_MARKERS = (
+    "lora_A",
+    "lora_B",
+    "lora_E",
+    "lora_embedding_A",
+    "lora_embedding_B",
+    "hada_",
+    "lokr_",
+    "ia3_l",
+)
 
 
 def tiny_llama(seed: int = 0, hidden_size: int = 64, **overrides) -> LlamaForCausalLM:
     """A random 2-layer Llama: vocab 512, hidden 64, 4 heads (head_dim 16), 2 KV heads, in eval mode."""
     torch.manual_seed(seed)
-    kwargs = dict(vocab_size=512, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    kwargs = dict(
+        vocab_size=512,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     kwargs.update(overrides)
     return LlamaForCausalLM(LlamaConfig(**kwargs)).eval()
 
@@ -33,12 +48,20 @@ def tiny_llama(seed: int = 0, hidden_size: int = 64, **overrides) -> LlamaForCau
 def _config(kind: str, r: int, alpha: float, targets, cfg: dict):
     targets = targets if isinstance(targets, str) else list(targets)
     if kind in ("lora", "dora"):
-        return LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, target_modules=targets,
-                          use_dora=kind == "dora", lora_dropout=0.0, **cfg)
+        return LoraConfig(
+            task_type="CAUSAL_LM",
+            r=r,
+            lora_alpha=alpha,
+            target_modules=targets,
+            use_dora=kind == "dora",
+            lora_dropout=0.0,
+            **cfg,
+        )
     if kind == "adalora":
         cfg = {"target_r": max(1, r // 2), "total_step": 100, "tinit": 0, "tfinal": 0, **cfg}
-        return AdaLoraConfig(task_type="CAUSAL_LM", init_r=r, lora_alpha=alpha, target_modules=targets,
-                             lora_dropout=0.0, **cfg)
+        return AdaLoraConfig(
+            task_type="CAUSAL_LM", init_r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, **cfg
+        )
     if kind == "loha":
         return LoHaConfig(task_type="CAUSAL_LM", r=r, alpha=alpha, target_modules=targets, **cfg)
     if kind == "lokr":
@@ -54,8 +77,17 @@ def _is_zeroable(name: str) -> bool:
     return any(m in name for m in ("lora_B", "lora_embedding_B", "hada_w2_b", "lokr_w2"))
 
 
-def build_peft_model(base, kind: str = "lora", r: int = 4, alpha: float = 8, targets=("q_proj", "v_proj"),
-                     seed: int = 0, zero_b: bool = False, adapter_name: str = "default", **cfg):
+def build_peft_model(
+    base,
+    kind: str = "lora",
+    r: int = 4,
+    alpha: float = 8,
+    targets=("q_proj", "v_proj"),
+    seed: int = 0,
+    zero_b: bool = False,
+    adapter_name: str = "default",
+    **cfg,
+):
     """A PeftModel around a deep copy of `base` with non-zero random adapter weights (or zero B when zero_b)."""
     model = copy.deepcopy(base)
     peft_model = get_peft_model(model, _config(kind, r, alpha, targets, cfg), adapter_name=adapter_name)
@@ -73,8 +105,17 @@ def build_peft_model(base, kind: str = "lora", r: int = 4, alpha: float = 8, tar
     return peft_model.eval()
 
 
-def make_adapter(folder: Path, base, kind: str = "lora", r: int = 4, alpha: float = 8,
-                 targets=("q_proj", "v_proj"), seed: int = 0, zero_b: bool = False, **cfg) -> Path:
+def make_adapter(
+    folder: Path,
+    base,
+    kind: str = "lora",
+    r: int = 4,
+    alpha: float = 8,
+    targets=("q_proj", "v_proj"),
+    seed: int = 0,
+    zero_b: bool = False,
+    **cfg,
+) -> Path:
     """Create an adapter of `kind` (lora, dora, adalora, loha, lokr, ia3) for a copy of `base` and save it to `folder`
     with save_pretrained (adapter_config.json + adapter_model.safetensors). Extra keyword arguments go to the PEFT
     config (e.g. layers_to_transform=[0], rank_pattern={...})."""
@@ -84,6 +125,7 @@ def make_adapter(folder: Path, base, kind: str = "lora", r: int = 4, alpha: floa
 
 
 # ---- broken variants -----------------------------------------------------------------------------------------------
+
 
 def corrupt_safetensors(folder: Path, mode: str = "garbage") -> Path:
     """Damage adapter_model.safetensors: 'garbage' (random bytes), 'truncate' (cut the data short) or 'header'

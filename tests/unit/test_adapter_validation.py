@@ -66,11 +66,11 @@ EXPECTED = {  # kind: (peft_type, rank, alpha, mixable)
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_valid_adapters_are_accepted(root, base, kind):
-    spec = inspect_adapter(root, kind, f"my-{kind}.v1", base)
+    spec = inspect_adapter(root, kind, f"my-{kind}_v1", base)
     assert isinstance(spec, AdapterSpec)
     assert (spec.peft_type, spec.rank, spec.alpha, spec.mixable) == EXPECTED[kind]
     assert spec.kind == kind
-    assert spec.name == f"my-{kind}.v1"
+    assert spec.name == f"my-{kind}_v1"
     assert spec.target_modules == ["down_proj", "q_proj", "v_proj"]
     assert spec.path == (root / kind).resolve()
     assert spec.weights == (root / kind / WEIGHTS).resolve()
@@ -83,8 +83,9 @@ def test_valid_adapters_are_accepted(root, base, kind):
 @pytest.mark.parametrize("kind", ["lora", "dora", "loha"])
 def test_accepts_a_peft_wrapped_base_model(root, base, kind):
     """The served model is usually a PeftModel already holding other adapters: names are mapped through it."""
-    wrapped = build_peft_model(base, "lora", targets=("q_proj", "k_proj"), adapter_name="resident",
-                               modules_to_save=["lm_head"])
+    wrapped = build_peft_model(
+        base, "lora", targets=("q_proj", "k_proj"), adapter_name="resident", modules_to_save=["lm_head"]
+    )
     assert inspect_adapter(root, kind, "x", wrapped).kind == kind
     assert inspect_adapter(root, kind, "x", wrapped.get_base_model()).kind == kind
 
@@ -101,8 +102,9 @@ def test_mixable_matches_what_peft_can_run_in_a_mixed_batch(root, base, kind):
             mixed = model(input_ids=ids, adapter_names=["default", "__base__"]).logits
             reference = base(input_ids=ids).logits
             adapted = model(input_ids=ids).logits
-            works = (torch.allclose(mixed[1], reference[1], atol=1e-5)
-                     and torch.allclose(mixed[0], adapted[0], atol=1e-5))
+            works = torch.allclose(mixed[1], reference[1], atol=1e-5) and torch.allclose(
+                mixed[0], adapted[0], atol=1e-5
+            )
         except (ValueError, TypeError):
             works = False
     assert inspect_adapter(root, kind, "x", base).mixable is works
@@ -113,7 +115,9 @@ def test_regex_targets_layers_to_transform_and_rank_pattern(tmp_path, base):
     assert inspect_adapter(tmp_path, "regex", "x", base).target_modules == ["o_proj", "q_proj"]
     make_adapter(tmp_path / "layer1", base, layers_to_transform=[1])
     assert inspect_adapter(tmp_path, "layer1", "x", base).modules == [
-        "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
+        "model.layers.1.self_attn.q_proj",
+        "model.layers.1.self_attn.v_proj",
+    ]
     make_adapter(tmp_path / "pattern", base, r=4, rank_pattern={"q_proj": 8})
     assert inspect_adapter(tmp_path, "pattern", "x", base).rank == 8
     refused(tmp_path, "pattern", base, "rank 8 is above the limit of 6", max_rank=6)
@@ -144,16 +148,20 @@ def test_embedding_targets_and_modules_to_save(tmp_path, base):
 
 # ---- paths -----------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("relative", "match"), [
-    ("../../x", r"must not contain '\.\.'"),
-    ("lora/../lora", r"must not contain '\.\.'"),
-    ("..", r"must not contain '\.\.'"),
-    ("/etc", "must be relative to the adapter root, not absolute"),
-    ("~/x", "not absolute"),
-    ("", "adapter path is empty"),
-    ("nope", "adapter folder 'nope' does not exist"),
-    ("lora/adapter_config.json", "is not a folder"),
-])
+
+@pytest.mark.parametrize(
+    ("relative", "match"),
+    [
+        ("../../x", r"must not contain '\.\.'"),
+        ("lora/../lora", r"must not contain '\.\.'"),
+        ("..", r"must not contain '\.\.'"),
+        ("/etc", "must be relative to the adapter root, not absolute"),
+        ("~/x", "not absolute"),
+        ("", "adapter path is empty"),
+        ("nope", "adapter folder 'nope' does not exist"),
+        ("lora/adapter_config.json", "is not a folder"),
+    ],
+)
 def test_bad_paths_are_refused(root, base, relative, match):
     refused(root, relative, base, match)
 
@@ -194,38 +202,47 @@ def test_bad_names_are_refused(root, base, name):
 
 # ---- config ----------------------------------------------------------------------------------------------------------
 
+
 def test_missing_config(tmp_path, base):
     remove_config(make_adapter(tmp_path / "a", base))
     refused(tmp_path, "a", base, "adapter_config.json is missing")
 
 
-@pytest.mark.parametrize(("content", "match"), [
-    ("{not json", "adapter_config.json is not valid JSON"),
-    ("[1, 2]", "must contain a JSON object"),
-    (json.dumps({"task_type": "CAUSAL_LM"}), "peft_type is missing"),
-])
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", "adapter_config.json is not valid JSON"),
+        ("[1, 2]", "must contain a JSON object"),
+        (json.dumps({"task_type": "CAUSAL_LM"}), "peft_type is missing"),
+    ],
+)
 def test_unparseable_config(tmp_path, base, content, match):
     folder = make_adapter(tmp_path / "a", base)
     (folder / "adapter_config.json").write_text(content)
     refused(tmp_path, "a", base, match)
 
 
-@pytest.mark.parametrize(("changes", "match"), [
-    ({"peft_type": "PROMPT_TUNING"}, "unsupported peft_type 'PROMPT_TUNING'"),
-    ({"peft_type": "VERA"}, "unsupported peft_type"),
-    ({"task_type": "SEQ_CLS"}, "task_type 'SEQ_CLS' is not a causal-LM adapter"),
-    ({"alora_invocation_tokens": [5, 6]}, "LoRA variant.*alora_invocation_tokens.*not supported"),
-    ({"init_lora_weights": "mica"}, "LoRA variant.*init_lora_weights=mica"),
-    ({"lora_bias": True}, "lora_bias=True are not supported"),
-    ({"r": "four"}, "r must be a positive integer"),
-    ({"target_modules": None}, "target_modules is missing"),
-    ({"target_modules": ["q_proj", "nonexistent_proj"]},
-     "target modules not found in the base model: nonexistent_proj"),
-    ({"target_modules": r".*\.nothing_here"}, "match no module of the base model"),
-    ({"target_modules": r".*\.self_attn"}, "is a LlamaAttention; only Linear, Conv1D and Embedding"),
-    ({"target_modules": ["q_proj"]}, "which target_modules does not select"),
-    ({"r": 2}, r"has shape \[4, 64\] but the base model and config need \[2, 64\]"),
-])
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"peft_type": "PROMPT_TUNING"}, "unsupported peft_type 'PROMPT_TUNING'"),
+        ({"peft_type": "VERA"}, "unsupported peft_type"),
+        ({"task_type": "SEQ_CLS"}, "task_type 'SEQ_CLS' is not a causal-LM adapter"),
+        ({"alora_invocation_tokens": [5, 6]}, "LoRA variant.*alora_invocation_tokens.*not supported"),
+        ({"init_lora_weights": "mica"}, "LoRA variant.*init_lora_weights=mica"),
+        ({"lora_bias": True}, "lora_bias=True are not supported"),
+        ({"r": "four"}, "r must be a positive integer"),
+        ({"target_modules": None}, "target_modules is missing"),
+        (
+            {"target_modules": ["q_proj", "nonexistent_proj"]},
+            "target modules not found in the base model: nonexistent_proj",
+        ),
+        ({"target_modules": r".*\.nothing_here"}, "match no module of the base model"),
+        ({"target_modules": r".*\.self_attn"}, "is a LlamaAttention; only Linear, Conv1D and Embedding"),
+        ({"target_modules": ["q_proj"]}, "which target_modules does not select"),
+        ({"r": 2}, r"has shape \[4, 64\] but the base model and config need \[2, 64\]"),
+    ],
+)
 def test_bad_config_values(tmp_path, base, changes, match):
     edit_config(make_adapter(tmp_path / "a", base), **changes)
     refused(tmp_path, "a", base, match)
@@ -237,6 +254,7 @@ def test_task_type_may_be_absent(tmp_path, base):
 
 
 # ---- weights files ---------------------------------------------------------------------------------------------------
+
 
 def test_pickle_only_is_refused_without_unpickling(tmp_path, base, monkeypatch):
     make_pickle_only(tmp_path / "a", base)
@@ -341,8 +359,13 @@ def test_non_finite_weights(tmp_path, base):
 def test_dora_magnitude_shape_is_checked(tmp_path, base):
     folder = make_adapter(tmp_path / "a", base, kind="dora")
     tamper(folder, lambda t: {k: v[:-1] if "magnitude" in k else v for k, v in t.items()})
-    refused(tmp_path, "a", base, r"lora_magnitude_vector for module .* has shape \[63\] but the base model and config "
-                                 r"need \[64\]")
+    refused(
+        tmp_path,
+        "a",
+        base,
+        r"lora_magnitude_vector for module .* has shape \[63\] but the base model and config "
+        r"need \[64\]",
+    )
 
 
 def test_adalora_rank_must_match_init_r(tmp_path, base):

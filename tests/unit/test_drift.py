@@ -31,8 +31,10 @@ def make_baseline(rng, n=20, spec=PERSONA):
 
 def in_control(rng, b: Baseline) -> Observation:
     """A turn drawn from the baseline's own (normal) distribution."""
-    return Observation(float(rng.normal(b.distance_mean, b.distance_std)),
-                       *(float(rng.normal(b.dims_mean[d], b.dims_std[d])) for d in DIMS))
+    return Observation(
+        float(rng.normal(b.distance_mean, b.distance_std)),
+        *(float(rng.normal(b.dims_mean[d], b.dims_std[d])) for d in DIMS),
+    )
 
 
 def run(observations, baseline, params=None):
@@ -90,6 +92,7 @@ def normal_draw(rng, shape):
 
 # ---------------------------------------------------------------------------------------------------- calibration
 
+
 def test_calibrated_cusum_threshold_matches_theory_and_monte_carlo():
     h = calibrate_threshold(0.5, 1000)
     # Siegmund's approximation for N(0,1) with k = 0.5: ARL(h) = (exp(b) - b - 1) / 0.5 with b = h + 1.166.
@@ -146,6 +149,7 @@ def test_t_distribution_helper():
 
 # ------------------------------------------------------------------------------------------------------ detection
 
+
 def test_in_control_stream_has_no_alarm():
     rng = np.random.default_rng(2024)
     b = make_baseline(rng)
@@ -162,14 +166,17 @@ def test_switch_to_different_tone_alarms_within_three_turns():
     turns = [in_control(rng, b) for _ in range(switch)]
     for _ in range(20):
         o = in_control(rng, b)
-        turns.append(Observation(o.persona_distance + 4 * b.distance_std,
-                                 *(CASUAL[d] + float(rng.normal(0, 0.03)) for d in DIMS)))
+        turns.append(
+            Observation(
+                o.persona_distance + 4 * b.distance_std, *(CASUAL[d] + float(rng.normal(0, 0.03)) for d in DIMS)
+            )
+        )
     _, reports = run(turns, b)
     assert not any(r.alert for r in reports[:switch])
     first = onsets(reports)[0]
     assert switch < first <= switch + 3
     assert reports[first - 1].detector in ("cusum", "ewma")
-    assert all(r.alert for r in reports[first - 1:])  # latched while the drift lasts
+    assert all(r.alert for r in reports[first - 1 :])  # latched while the drift lasts
     assert reports[-1].score > reports[switch - 1].score + 2
 
 
@@ -230,13 +237,15 @@ def test_no_persona_mode_detects_mid_session_switch():
 
 def test_no_persona_steady_session_stays_quiet():
     rng = np.random.default_rng(8)
-    turns = [Observation(None, *(float(np.clip(rng.normal(m, 0.04), 0, 1)) for m in (0.6, 0.7, 0.5)))
-             for _ in range(300)]
+    turns = [
+        Observation(None, *(float(np.clip(rng.normal(m, 0.04), 0, 1)) for m in (0.6, 0.7, 0.5))) for _ in range(300)
+    ]
     _, reports = run(turns, None)
     assert not any(r.alert for r in reports)
 
 
 # -------------------------------------------------------------------------------------------------- state & misc
+
 
 def test_state_round_trips_through_json_and_input_is_not_mutated():
     rng = np.random.default_rng(6)

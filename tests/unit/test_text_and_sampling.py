@@ -45,8 +45,11 @@ def test_no_stops_emits_everything():
 def test_greedy_rows_are_argmax_and_sampled_rows_follow_their_seed():
     torch.manual_seed(1)
     logits = torch.randn(3, 50)
-    params = [SamplingParams(5, temperature=0), SamplingParams(5, temperature=0.9, seed=7),
-              SamplingParams(5, temperature=0.9, seed=7)]
+    params = [
+        SamplingParams(5, temperature=0),
+        SamplingParams(5, temperature=0.9, seed=7),
+        SamplingParams(5, temperature=0.9, seed=7),
+    ]
     gens = [make_generator(p) for p in params]
     first = choose_tokens(logits, params, gens)
     assert first[0] == int(torch.argmax(logits[0]))

@@ -36,8 +36,13 @@ def tokenizer():
 def tiny_base(tmp_path_factory, tokenizer):
     """An HF folder with a 2-layer random Llama and the real tokenizer: `base_model` can point at it."""
     folder = tmp_path_factory.mktemp("tiny-base")
-    model = tiny_llama(vocab_size=len(tokenizer), max_position_embeddings=512, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+    model = tiny_llama(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -54,17 +59,33 @@ def small_data(tmp_path_factory):
 
 
 def _config(tiny_base, small_data, out: Path, **kw) -> TrainConfig:
-    base = dict(base_model=str(tiny_base), data=[str(small_data)], persona="friendly", output=str(out), rank=4,
-                alpha=8, lr=5e-3, steps=4, batch_size=4, max_len=128, seed=3, checkpoint_every=0, device="cpu")
+    base = dict(
+        base_model=str(tiny_base),
+        data=[str(small_data)],
+        persona="friendly",
+        output=str(out),
+        rank=4,
+        alpha=8,
+        lr=5e-3,
+        steps=4,
+        batch_size=4,
+        max_len=128,
+        seed=3,
+        checkpoint_every=0,
+        device="cpu",
+    )
     return TrainConfig.from_dict({**base, **kw})
 
 
 # ---- data ---------------------------------------------------------------------------------------------------------
 
+
 def test_loss_only_on_final_assistant_turn_with_eos(tokenizer):
-    messages = [{"role": "user", "content": "Where is my parcel?"},
-                {"role": "assistant", "content": "It left the warehouse yesterday."},
-                {"role": "user", "content": "When will it arrive?"}]
+    messages = [
+        {"role": "user", "content": "Where is my parcel?"},
+        {"role": "assistant", "content": "It left the warehouse yesterday."},
+        {"role": "user", "content": "When will it arrive?"},
+    ]
     ex = encode_example(tokenizer, messages, "Tomorrow before noon!", max_len=256)
     assert len(ex.input_ids) == len(ex.labels)
     target = [t for t in ex.labels if t != IGNORE_INDEX]
@@ -83,8 +104,9 @@ def test_system_prompt_and_truncation_keep_the_answer(tokenizer):
     ex = encode_example(tokenizer, messages, "Short answer.", max_len=40, system_prompt="Be nice.")
     assert len(ex.input_ids) == 40
     assert tokenizer.decode([t for t in ex.labels if t != IGNORE_INDEX]) == "Short answer.<|im_end|>"
-    with_system = encode_example(tokenizer, [{"role": "user", "content": "hi"}], "Hello.", max_len=64,
-                                 system_prompt="Be nice.")
+    with_system = encode_example(
+        tokenizer, [{"role": "user", "content": "hi"}], "Hello.", max_len=64, system_prompt="Be nice."
+    )
     assert "Be nice." in tokenizer.decode(with_system.input_ids)
     assert "SmolLM" not in tokenizer.decode(with_system.input_ids)
     assert encode_example(tokenizer, messages, "long " * 100, max_len=40) is None
@@ -113,10 +135,13 @@ def test_lr_schedule_warms_up_and_decays():
 
 # ---- config / CLI ---------------------------------------------------------------------------------------------------
 
+
 def test_config_yaml_with_flag_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("data: [a.jsonl, b.jsonl]\npersona: formal\noutput: out\ntype: dora\nrank: 8\n"
-                    "target_modules: q_proj,v_proj\nlayers: [0, 1]\n")
+    path.write_text(
+        "data: [a.jsonl, b.jsonl]\npersona: formal\noutput: out\ntype: dora\nrank: 8\n"
+        "target_modules: q_proj,v_proj\nlayers: [0, 1]\n"
+    )
     args = build_parser().parse_args(["--config", str(path), "--rank", "4", "--steps", "7", "--no-resume"])
     config = config_from_args(args)
     assert (config.rank, config.steps, config.type, config.persona) == (4, 7, "dora", "formal")
@@ -129,6 +154,7 @@ def test_config_yaml_with_flag_overrides(tmp_path):
 
 
 # ---- training -------------------------------------------------------------------------------------------------------
+
 
 def test_train_writes_a_servable_adapter(tiny_base, small_data, tmp_path):
     out = tmp_path / "adapters" / "tiny-friendly"
@@ -165,8 +191,11 @@ def test_training_is_deterministic_and_resume_is_exact(tiny_base, small_data, tm
     state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
     assert state["step"] == 3 and len(state["losses"]) == 3
     # ... resumed: continues at step 3 with the same batches and RNG, ending exactly where the straight run ends
-    resumed = train_adapter(_config(tiny_base, small_data, tmp_path / "c", steps=6, checkpoint_every=3,
-                                    checkpoint_dir=str(ckpt), resume=True))
+    resumed = train_adapter(
+        _config(
+            tiny_base, small_data, tmp_path / "c", steps=6, checkpoint_every=3, checkpoint_dir=str(ckpt), resume=True
+        )
+    )
     summary = json.loads((resumed / "training_summary.json").read_text())
     assert summary["resumed_from_step"] == 3 and len(summary["losses"]) == 6
     wc = load_file(resumed / "adapter_model.safetensors")
@@ -175,13 +204,43 @@ def test_training_is_deterministic_and_resume_is_exact(tiny_base, small_data, tm
 
 def test_dora_on_selected_layers_via_cli(tiny_base, small_data, tmp_path, capsys):
     out = tmp_path / "root" / "tiny-formal"
-    rc = main(["--base-model", str(tiny_base), "--data", str(small_data), "--persona", "formal", "--output", str(out),
-               "--type", "dora", "--rank", "4", "--steps", "2", "--batch-size", "4", "--max-len", "128",
-               "--layers", "1", "--target-modules", "q_proj,v_proj", "--checkpoint-every", "0", "--device", "cpu"])
+    rc = main(
+        [
+            "--base-model",
+            str(tiny_base),
+            "--data",
+            str(small_data),
+            "--persona",
+            "formal",
+            "--output",
+            str(out),
+            "--type",
+            "dora",
+            "--rank",
+            "4",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--max-len",
+            "128",
+            "--layers",
+            "1",
+            "--target-modules",
+            "q_proj,v_proj",
+            "--checkpoint-every",
+            "0",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0 and '"examples": 12' in capsys.readouterr().out
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["use_dora"] is True and config["layers_to_transform"] == [1]
-    spec = inspect_adapter(out.parent, "tiny-formal", "tiny-formal", tiny_llama(vocab_size=49152,
-                                                                                 max_position_embeddings=512))
-    assert spec.kind == "dora" and set(spec.modules) == {"model.layers.1.self_attn.q_proj",
-                                                         "model.layers.1.self_attn.v_proj"}
+    spec = inspect_adapter(
+        out.parent, "tiny-formal", "tiny-formal", tiny_llama(vocab_size=49152, max_position_embeddings=512)
+    )
+    assert spec.kind == "dora" and set(spec.modules) == {
+        "model.layers.1.self_attn.q_proj",
+        "model.layers.1.self_attn.v_proj",
+    }

@@ -1,0 +1,54 @@
+"""The OpenAPI document, made true: validation errors are 400 envelopes (not FastAPI's 422), the chat request
+schema (read from the raw body) is listed, and bounds that depend on settings (max_tokens) are stated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.api.errors import ErrorEnvelope
+from app.config import Settings
+from app.schemas.chat import ChatCompletionRequest
+
+REF = "#/components/schemas/{model}"
+
+
+def _schema_with_defs(model) -> tuple[dict[str, Any], dict[str, Any]]:
+    schema = model.model_json_schema(ref_template=REF)
+    return schema, schema.pop("$defs", {})
+
+
+def install_openapi(app: FastAPI, settings: Settings) -> None:
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for model in (ChatCompletionRequest, ErrorEnvelope):
+            schema, defs = _schema_with_defs(model)
+            schemas.update(defs)
+            schemas[model.__name__] = schema
+        for name in ("max_tokens", "max_completion_tokens"):
+            prop = schemas["ChatCompletionRequest"]["properties"].get(name)
+            if prop is not None:
+                for option in prop.get("anyOf", [prop]):
+                    if option.get("type") == "integer":
+                        option["maximum"] = settings.max_new_tokens
+        envelope = {
+            "description": "Invalid request",
+            "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorEnvelope")}}},
+        }
+        for operations in doc.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if responses.get("422", {}).get("description") == "Validation Error":
+                    del responses["422"]
+                    responses.setdefault("400", envelope)
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = build  # type: ignore[method-assign]
