@@ -21,6 +21,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(host=args.host, port=args.port)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream request is noise
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=10)
     return 0

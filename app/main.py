@@ -15,13 +15,14 @@ from app.api.errors import install_error_handlers
 from app.api.middleware import ServiceMiddleware
 from app.api.openapi import install_openapi
 from app.backends.embedded import EmbeddedBackend
+from app.backends.upstream import UpstreamBackend, UpstreamClient
 from app.config import Settings
 from app.engine.adapters import AdapterRegistry
 from app.engine.provision import load_base_model, pick_device, resolve_base_model
 from app.engine.worker import Engine
 from app.metrics import Metrics
 from app.scoring.scorer import ToneScorer
-from app.services.adapters import EmbeddedAdapters
+from app.services.adapters import EmbeddedAdapters, GatewayAdapters
 from app.services.chat import ChatService
 from app.services.history import HistoryService
 from app.services.session_drift import SessionDrift
@@ -76,10 +77,47 @@ async def build_embedded(settings: Settings, metrics: Metrics, started_at: float
     return backend, EmbeddedAdapters(registry), source.name, notes
 
 
+async def build_upstream(settings: Settings, metrics: Metrics):
+    """Gateway mode: generation on an OpenAI-compatible upstream; no local LM is loaded (start-up in seconds)."""
+    assert settings.upstream_url is not None
+    key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
+    client = UpstreamClient(
+        settings.upstream_url,
+        name=settings.upstream_name,
+        api_key=key,
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        read_timeout_s=settings.upstream_read_timeout_s,
+        max_connections=settings.upstream_max_connections,
+        metrics=metrics,
+    )
+    backend = UpstreamBackend(client, metrics, models_ttl_s=settings.upstream_models_ttl_s)
+    notes = []
+    try:
+        models = await backend.list_models()
+        log.info(
+            "gateway to %s (%s): %s", settings.upstream_url, settings.upstream_name, ", ".join(m["id"] for m in models)
+        )
+    except Exception as exc:  # serve anyway: /readyz says 503 until the upstream answers
+        log.warning("upstream %s not reachable at start-up: %s", settings.upstream_url, getattr(exc, "message", exc))
+        notes.append(f"upstream unreachable at start-up: {getattr(exc, 'message', exc)}")
+    adapters = GatewayAdapters(
+        backend,
+        root=settings.adapter_root,
+        upstream_root=settings.upstream_adapter_root,
+        kind=settings.upstream_kind,
+        max_rank=settings.max_adapter_rank,
+        max_bytes=int(settings.max_adapter_mb * 2**20),
+    )
+    return backend, adapters, settings.upstream_name, notes
+
+
 async def build_state(settings: Settings) -> AppState:
     metrics = Metrics()
     started_at = time.time()
-    backend, adapter_service, base_name, notes = await build_embedded(settings, metrics, started_at)
+    if settings.gateway:
+        backend, adapter_service, base_name, notes = await build_upstream(settings, metrics)
+    else:
+        backend, adapter_service, base_name, notes = await build_embedded(settings, metrics, started_at)
     scorer = await asyncio.to_thread(ToneScorer.load, metrics, settings.style_dir, settings.persona_dir)
     store = GuardedStore(
         open_store(

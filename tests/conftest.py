@@ -94,3 +94,69 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def converted_model_dir() -> Path:
+    """The bundled SmolLM2 as a safetensors folder (what `make install` converted)."""
+    from app.config import Settings
+    from app.engine.provision import materialize, resolve_base_model
+
+    settings = Settings()
+    return materialize(resolve_base_model(settings.base_model), settings.model_cache_dir)
+
+
+class TransformersServe:
+    """A real OpenAI-compatible peer: `transformers serve --continuous-batching` on the bundled model."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.model = str(converted_model_dir())
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        (ROOT / ".pytest_cache").mkdir(exist_ok=True)
+        self.log = open(ROOT / f".pytest_cache/tfserve-{port}.log", "w")  # noqa: SIM115
+        exe = Path(sys.executable).with_name("transformers")
+        self.proc = subprocess.Popen(
+            [
+                str(exe),
+                "serve",
+                self.model,
+                "--continuous-batching",
+                "--device",
+                "cpu",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"transformers serve exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                if httpx.get(self.base_url + "/models", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError("transformers serve did not become ready")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
-from app.engine.adapter_files import AdapterSpec, InvalidAdapterError, base_modules
+from app.engine.adapter_files import AdapterSpec
+from app.engine.adapter_paths import InvalidAdapterError
+from app.engine.adapter_tensors import base_modules
 from app.engine.profile import _delta_and_factors
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.adapter_convert import convert_to_lora
-from app.engine.adapter_files import AdapterSpec, InvalidAdapterError, inspect_adapter, names_adapter, validate_name
+from app.engine.adapter_files import AdapterSpec, inspect_adapter
+from app.engine.adapter_paths import InvalidAdapterError, names_adapter, validate_name
 from app.engine.profile import profile_adapter
 from app.engine.worker import Engine
 from app.errors import Conflict, InvalidAdapter, ModelNotFound, NotFound

@@ -180,63 +180,43 @@ def _head_norms(kind: str, delta: torch.Tensor, n_heads: int | None, head_dim: i
     return [float(x) for x in torch.linalg.norm(per_head.reshape(n_heads, -1), dim=1)]
 
 
-def profile_adapter(
-    model,
-    adapter_name: str,
-    top_k: int = 4,
-    num_heads: int | None = None,
-    num_kv_heads: int | None = None,
-    head_dim: int | None = None,
-) -> dict:
-    """Profile what `adapter_name` (loaded in the PeftModel `model`) changes. Returns
-    {"modules": [per-module dicts], "layers": {layer: {"frobenius_norm", "modules"}},
-     "totals": {"frobenius_norm", "modules", "max_head_share"}}; see the module docstring for ΔW."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
+def _module_entry(name: str, delta: torch.Tensor, factors, geometry: tuple, top_k: int) -> dict[str, Any]:
+    n_heads, n_kv, h_dim = geometry
+    s = _singular_values(delta, factors)
+    entry: dict[str, Any] = {
+        "module": name,
+        "layer": layer_index(name),
+        "shape": list(delta.shape),
+        "frobenius_norm": float(torch.linalg.norm(delta)),
+        "singular_values": [float(x) for x in s[:TOP_SINGULAR]],
+        **_spectrum_stats(s, top_k),
+    }
+    leaf = name.rsplit(".", 1)[-1]
+    heads = None
+    if leaf in ATTENTION_ROWS:
+        heads = _head_norms("rows", delta, n_heads if ATTENTION_ROWS[leaf] == "q" else n_kv, h_dim)
+    elif leaf in ATTENTION_COLS:
+        heads = _head_norms("cols", delta, n_heads, h_dim)
+    if heads is not None:
+        squares = [h * h for h in heads]
+        module_sq = sum(squares)
+        entry["head_norms"] = heads
+        entry["max_head_share"] = max(squares) / module_sq if module_sq > 0 else 0.0
+    return entry
 
-    n_heads, n_kv, h_dim = _head_geometry(model, num_heads, num_kv_heads, head_dim)
-    inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
 
-    modules: list[dict] = []
+def _summarize(adapter_name: str, modules: list[dict]) -> dict:
     layers: dict[int, dict] = {}
-    head_sq_total = 0.0
-    head_sq_max = 0.0
-    with torch.no_grad():
-        for name, module in inner.named_modules():
-            if not isinstance(module, BaseTunerLayer):
-                continue
-            found = _delta_and_factors(module, adapter_name)
-            if found is None:
-                continue
-            delta, factors = found
-            s = _singular_values(delta, factors)
-            frob = float(torch.linalg.norm(delta))
-            entry: dict[str, Any] = {
-                "module": name,
-                "layer": layer_index(name),
-                "shape": list(delta.shape),
-                "frobenius_norm": frob,
-                "singular_values": [float(x) for x in s[:TOP_SINGULAR]],
-                **_spectrum_stats(s, top_k),
-            }
-            leaf = name.rsplit(".", 1)[-1]
-            heads = None
-            if leaf in ATTENTION_ROWS:
-                heads = _head_norms("rows", delta, n_heads if ATTENTION_ROWS[leaf] == "q" else n_kv, h_dim)
-            elif leaf in ATTENTION_COLS:
-                heads = _head_norms("cols", delta, n_heads, h_dim)
-            if heads is not None:
-                squares = [h * h for h in heads]
-                entry["head_norms"] = heads
-                module_sq = sum(squares)
-                entry["max_head_share"] = max(squares) / module_sq if module_sq > 0 else 0.0
-                head_sq_total += module_sq
-                head_sq_max = max(head_sq_max, *squares)
-            modules.append(entry)
-            if entry["layer"] is not None:
-                summary = layers.setdefault(entry["layer"], {"frobenius_norm": 0.0, "modules": 0})
-                summary["frobenius_norm"] += frob * frob
-                summary["modules"] += 1
-
+    head_sq_total = head_sq_max = 0.0
+    for entry in modules:
+        if entry.get("head_norms"):
+            squares = [h * h for h in entry["head_norms"]]
+            head_sq_total += sum(squares)
+            head_sq_max = max(head_sq_max, *squares)
+        if entry["layer"] is not None:
+            summary = layers.setdefault(entry["layer"], {"frobenius_norm": 0.0, "modules": 0})
+            summary["frobenius_norm"] += entry["frobenius_norm"] ** 2
+            summary["modules"] += 1
     for summary in layers.values():
         summary["frobenius_norm"] = math.sqrt(summary["frobenius_norm"])
     return {
@@ -251,3 +231,76 @@ def profile_adapter(
             "max_head_share": (head_sq_max / head_sq_total) if head_sq_total > 0 else None,
         },
     }
+
+
+def profile_adapter(
+    model,
+    adapter_name: str,
+    top_k: int = 4,
+    num_heads: int | None = None,
+    num_kv_heads: int | None = None,
+    head_dim: int | None = None,
+) -> dict:
+    """Profile what `adapter_name` (loaded in the PeftModel `model`) changes. Returns
+    {"modules": [per-module dicts], "layers": {layer: {"frobenius_norm", "modules"}},
+     "totals": {"frobenius_norm", "modules", "max_head_share"}}; see the module docstring for ΔW."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    geometry = _head_geometry(model, num_heads, num_kv_heads, head_dim)
+    inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    modules: list[dict] = []
+    with torch.no_grad():
+        for name, module in inner.named_modules():
+            if not isinstance(module, BaseTunerLayer):
+                continue
+            found = _delta_and_factors(module, adapter_name)
+            if found is not None:
+                modules.append(_module_entry(name, *found, geometry, top_k))
+    return _summarize(adapter_name, modules)
+
+
+def profile_files(
+    weights: Any,
+    config: dict,
+    adapter_name: str,
+    top_k: int = 4,
+    num_heads: int | None = None,
+    num_kv_heads: int | None = None,
+    head_dim: int | None = None,
+) -> dict:
+    """Profile a LoRA adapter from its files alone (gateway mode: the base model lives in the upstream).
+    ΔW = scale · B · A per module; for DoRA this is the directional update only (its magnitude rescaling needs the
+    base weights). Head norms need the attention geometry (from the adapter's base model config when readable)."""
+    from safetensors.torch import load_file
+
+    from app.engine.adapter_config import pattern, pattern_value
+    from app.engine.adapter_paths import InvalidAdapterError
+
+    if str(config.get("peft_type", "")).upper() != "LORA":
+        raise InvalidAdapterError("a profile without the base model is available for LoRA/DoRA adapters only")
+    tensors = load_file(str(weights), device="cpu")
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        parts = key.removeprefix("base_model.model.").split(".")
+        for i, part in enumerate(parts):
+            if part in ("lora_A", "lora_B"):
+                pairs.setdefault(".".join(parts[:i]), {})[part] = tensor.float()
+                break
+    r, alpha = int(config.get("r", 8)), float(config.get("lora_alpha", 8))
+    ranks, alphas = pattern(config, "rank_pattern"), pattern(config, "alpha_pattern")
+    geometry = (num_heads, num_kv_heads or num_heads, head_dim)
+    modules = []
+    with torch.no_grad():
+        for name in sorted(pairs):
+            ab = pairs[name]
+            if set(ab) != {"lora_A", "lora_B"}:
+                continue
+            rank = int(pattern_value(ranks, name, r))
+            scale_alpha = float(pattern_value(alphas, name, alpha))
+            scale = scale_alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
+            a, b = ab["lora_A"], ab["lora_B"]
+            modules.append(_module_entry(name, scale * (b @ a), (b, torch.eye(a.shape[0]) * scale, a), geometry, top_k))
+    profile = _summarize(adapter_name, modules)
+    if config.get("use_dora"):
+        profile["note"] = "DoRA: directional update scale*B*A only; the magnitude vector needs the base weights"
+    return profile

@@ -151,11 +151,13 @@ class ChatCompletion(BaseModel):
 
 
 class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="allow")  # an upstream's own card fields pass through
+
     id: str
-    object: Literal["model"] = "model"
-    created: int
+    object: str = "model"
+    created: int = 0
     owned_by: str = "tonewatch"
-    root: str
+    root: str | None = None
     parent: str | None = None
 
 

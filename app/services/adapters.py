@@ -6,9 +6,17 @@ the upstream: vLLM's runtime LoRA endpoints after our own validation, or 501 for
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
 from typing import Any, Protocol
 
+from app.backends.upstream import UpstreamBackend
+from app.engine.adapter_files import inspect_files
+from app.engine.adapter_paths import InvalidAdapterError
 from app.engine.adapters import AdapterRegistry
+from app.engine.profile import profile_files
+from app.errors import Conflict, InvalidAdapter, NotFound, NotSupportedByBackend, UpstreamRejected
 
 
 class AdapterService(Protocol):
@@ -41,3 +49,161 @@ class EmbeddedAdapters:
 
     async def profile(self, name: str) -> dict[str, Any]:
         return await self.registry.profile(name)
+
+
+class GatewayAdapters:
+    """Adapters behind an upstream. Routing (which model requests naming none get) is Tonewatch's own and works
+    with any upstream; load/unload forward to vLLM's runtime LoRA endpoints after Tonewatch's own validation of the
+    name and files (inside the adapter root, safetensors only, rank and size bounds); other engines answer 501."""
+
+    def __init__(
+        self,
+        backend: UpstreamBackend,
+        *,
+        root: Path,
+        upstream_root: str | None,
+        kind: str,
+        max_rank: int,
+        max_bytes: int,
+    ):
+        self.backend = backend
+        self.root = Path(root)
+        self.upstream_root = upstream_root  # the adapter root as the upstream sees it (same path by default)
+        self.kind = kind  # "vllm" | "openai" | "auto" (decided on first use)
+        self.max_rank = max_rank
+        self.max_bytes = max_bytes
+        self._paths: dict[str, Path] = {}  # adapters loaded through us: name -> local folder (for profiles)
+        self._lock = asyncio.Lock()
+
+    async def _is_vllm(self) -> bool:
+        if self.kind == "auto":
+            models = await self.backend.list_models()
+            self.kind = "vllm" if any(m.get("owned_by") == "vllm" for m in models) else "openai"
+        return self.kind == "vllm"
+
+    async def _require_vllm(self, what: str) -> None:
+        if not await self._is_vllm():
+            raise NotSupportedByBackend(
+                f"{what} needs an upstream with a runtime adapter API (vLLM's /v1/load_lora_adapter); this upstream "
+                "does not have one: load adapters in the engine itself, then route to them with "
+                "POST /admin/adapters/{name}/activate or the request's `model`"
+            )
+
+    async def listing(self) -> dict[str, Any]:
+        models = await self.backend.list_models()
+        base = next((m["id"] for m in models if not m.get("parent")), models[0]["id"] if models else "")
+        data = [
+            {
+                "name": m["id"],
+                "type": "upstream",
+                "peft_type": "",
+                "rank": None,
+                "alpha": None,
+                "target_modules": [],
+                "trainable_params": 0,
+                "size_bytes": 0,
+                "path": str(self._paths.get(m["id"], "")),
+                "loaded_at": float(m.get("created") or 0),
+                "requests_served": 0,
+                "mixable": True,
+                "active": m["id"] == (self.backend.active or base),
+                "parent": m.get("parent"),
+            }
+            for m in models
+            if m.get("parent")
+        ]
+        return {"active": self.backend.active or base, "base": base, "data": data}
+
+    async def load(self, name: str, path: str, activate: bool = False) -> dict[str, Any]:
+        if name in ("default", "base"):
+            raise Conflict(f"{name!r} is reserved (the active-model alias or a metric label)", param="name")
+        await self._require_vllm("loading an adapter")
+        try:
+            spec = await asyncio.to_thread(inspect_files, self.root, path, name, self.max_rank, self.max_bytes)
+        except InvalidAdapterError as exc:
+            raise InvalidAdapter(str(exc), param="path") from exc
+        relative = spec.path.relative_to(self.root.resolve())
+        lora_path = str(Path(self.upstream_root) / relative) if self.upstream_root else str(spec.path)
+        async with self._lock:
+            try:
+                await self.backend.client.post_json("load_lora_adapter", {"lora_name": name, "lora_path": lora_path})
+            except UpstreamRejected as exc:
+                raise InvalidAdapter(f"the upstream refused the adapter: {exc.message}", param="path") from exc
+            self._paths[name] = spec.path
+            self.backend.forget_models()
+        if activate:
+            await self.activate(name)
+        return {
+            "name": name,
+            "type": spec.kind,
+            "peft_type": spec.peft_type,
+            "rank": spec.rank,
+            "alpha": spec.alpha,
+            "target_modules": spec.target_modules,
+            "trainable_params": 0,
+            "size_bytes": spec.size_bytes,
+            "path": str(spec.path),
+            "loaded_at": time.time(),
+            "requests_served": 0,
+            "mixable": True,
+            "active": self.backend.active == name,
+        }
+
+    async def activate(self, name: str) -> dict[str, Any]:
+        ids = {m["id"] for m in await self.backend.list_models()}
+        if name not in ids:
+            raise NotFound(f"model {name!r} is not served by the upstream", param="name")
+        roots = [m["id"] for m in await self.backend.list_models() if not m.get("parent")]
+        self.backend.active = None if roots and name == roots[0] else name
+        return await self.listing()
+
+    async def unload(self, name: str) -> None:
+        await self._require_vllm("unloading an adapter")
+        if self.backend.active == name:
+            raise Conflict(f"adapter {name!r} is the active default; activate another model first")
+        async with self._lock:
+            try:
+                await self.backend.client.post_json("unload_lora_adapter", {"lora_name": name})
+            except UpstreamRejected as exc:
+                if exc.status == 404:
+                    raise NotFound(f"adapter {name!r} is not loaded in the upstream", param="name") from exc
+                raise
+            self._paths.pop(name, None)
+            self.backend.forget_models()
+
+    async def profile(self, name: str) -> dict[str, Any]:
+        folder = self._paths.get(name)
+        if folder is None:
+            raise NotFound(
+                f"adapter {name!r} was not loaded through Tonewatch, so its files are not known here; "
+                "profile it from its folder with `tonewatch eval` or load it through the admin API",
+                param="name",
+            )
+        spec = await asyncio.to_thread(
+            inspect_files, self.root, str(folder.relative_to(self.root.resolve())), name, self.max_rank, self.max_bytes
+        )
+        try:
+            return await asyncio.to_thread(profile_files, spec.weights, spec.config, name, **_geometry(spec.config))
+        except InvalidAdapterError as exc:
+            raise NotSupportedByBackend(str(exc)) from exc
+
+
+def _geometry(config: dict) -> dict[str, int | None]:
+    """Attention geometry from the adapter's base model config, when that is a readable local folder."""
+    import json
+
+    base = config.get("base_model_name_or_path")
+    path = Path(base) / "config.json" if isinstance(base, str) and base else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    heads = cfg.get("num_attention_heads")
+    hidden = cfg.get("hidden_size")
+    return {
+        "num_heads": heads,
+        "num_kv_heads": cfg.get("num_key_value_heads") or heads,
+        "head_dim": cfg.get("head_dim") or (hidden // heads if heads and hidden else None),
+    }

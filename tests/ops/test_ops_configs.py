@@ -150,6 +150,17 @@ def test_compose_config_valid():
     _run([_tool("docker-compose"), "-f", str(COMPOSE_FILE), "config", "-q"], env=env)
 
 
+def test_compose_gateway_profile():
+    """`--profile gateway` adds an upstream engine and a Tonewatch relaying to it (TONEWATCH_UPSTREAM_URL)."""
+    env = dict(os.environ, TONEWATCH_ADMIN_TOKEN="test-token-0123456789")
+    _run([_tool("docker-compose"), "-f", str(COMPOSE_FILE), "--profile", "gateway", "config", "-q"], env=env)
+    config = yaml.safe_load(COMPOSE_FILE.read_text())
+    gateway = config["services"]["tonewatch-gateway"]
+    assert gateway["profiles"] == ["gateway"] and "TONEWATCH_UPSTREAM_URL" in gateway["environment"]
+    assert "llamacpp" in gateway["depends_on"]
+    assert "profiles" not in config["services"]["tonewatch"]  # the default stack is unchanged
+
+
 def test_compose_requires_admin_token():
     env = {k: v for k, v in os.environ.items() if k != "TONEWATCH_ADMIN_TOKEN"}
     proc = subprocess.run(

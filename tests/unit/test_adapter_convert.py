@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from app.engine.adapter_convert import convert_to_lora
-from app.engine.adapter_files import InvalidAdapterError, inspect_adapter
+from app.engine.adapter_files import inspect_adapter
+from app.engine.adapter_paths import InvalidAdapterError
 from tests.unit.adapter_factory import make_adapter, tiny_llama
 
 

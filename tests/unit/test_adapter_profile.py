@@ -141,3 +141,28 @@ def test_layer_index():
     assert layer_index("model.layers.3.self_attn.q_proj") == 3
     assert layer_index("transformer.h.11.attn.c_attn") == 11
     assert layer_index("lm_head") is None
+
+
+def test_profile_from_files_equals_the_live_profile(base, tmp_path):
+    """Gateway mode profiles adapters from their files alone: same numbers as the loaded adapter."""
+    import json
+
+    from peft import PeftModel
+
+    from app.engine.profile import profile_files
+    from tests.unit.adapter_factory import make_adapter
+
+    make_adapter(tmp_path / "a", base, kind="lora", r=4, alpha=8, seed=3, targets=ATTN)
+    live = profile_adapter(PeftModel.from_pretrained(copy.deepcopy(base), str(tmp_path / "a")), "default")
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    files = profile_files(
+        tmp_path / "a" / "adapter_model.safetensors", config, "default", num_heads=4, num_kv_heads=2, head_dim=16
+    )
+    by_module = {m["module"].removeprefix("model."): m for m in live["modules"]}
+    assert len(files["modules"]) == len(by_module) > 0
+    for m in files["modules"]:
+        other = by_module[m["module"].removeprefix("model.")]
+        assert m["frobenius_norm"] == pytest.approx(other["frobenius_norm"], rel=1e-4)
+        assert m["singular_values"] == pytest.approx(other["singular_values"], rel=1e-3, abs=1e-6)
+        assert m.get("head_norms") == pytest.approx(other.get("head_norms"), rel=1e-3)
+    assert files["totals"]["max_head_share"] == pytest.approx(live["totals"]["max_head_share"], rel=1e-3)

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from app.engine.adapter_files import AdapterSpec, InvalidAdapterError, inspect_adapter, resolve_inside
+from app.engine.adapter_files import AdapterSpec, inspect_adapter
+from app.engine.adapter_paths import InvalidAdapterError, resolve_inside
 from tests.unit.adapter_factory import (
     KINDS,
     build_peft_model,
