@@ -54,7 +54,12 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1, le=256)
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="How long a batch waits to fill up.")
     max_queue: int = Field(256, ge=1, description="Waiting requests beyond this are refused with 429.")
-    max_new_tokens: int = Field(512, ge=1, description="Upper bound for max_tokens; also the default.")
+    max_new_tokens: int = Field(
+        4096,
+        ge=1,
+        description="Upper bound for max_tokens (also the default), within what "
+        "the model's context leaves after the prompt.",
+    )
     max_prompt_tokens: int = Field(2048, ge=1)
     request_timeout_s: float = Field(60.0, gt=0, description="Queue wait after which a request gets 504.")
     max_body_bytes: int = Field(1 << 20, ge=1024)
@@ -109,9 +114,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Names /v1/score callers may use as their `adapter` metric label; others count as 'external'.",
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (comma-separated, '*' for any); unset: CORS off."
+    )
     log_level: str = "info"
 
-    @field_validator("api_keys", "score_sources", mode="before")
+    @field_validator("api_keys", "score_sources", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

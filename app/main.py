@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import adapters, chat, health, personas, score, sessions
+from app.api import adapters, chat, completions, health, personas, score, sessions
 from app.api.errors import install_error_handlers
 from app.api.middleware import ServiceMiddleware
 from app.api.openapi import install_openapi
@@ -25,6 +25,7 @@ from app.scoring.scorer import ToneScorer
 from app.services.adapters import EmbeddedAdapters, GatewayAdapters
 from app.services.chat import ChatService
 from app.services.history import HistoryService
+from app.services.responses import ResponsesService
 from app.services.session_drift import SessionDrift
 from app.services.tone import ToneService
 from app.services.turns import TurnRecorder
@@ -160,6 +161,7 @@ async def build_state(settings: Settings) -> AppState:
         metrics=metrics,
         backend=backend,
         chat=chat_service,
+        responses=ResponsesService(chat_service),
         tone=tone,
         recorder=recorder,
         history=history,
@@ -200,7 +202,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.tw = None
     install_error_handlers(app)
-    for module in (health, chat, score, personas, sessions, adapters):
+    for module in (health, chat, completions, score, personas, sessions, adapters):
         app.include_router(module.router)
     app.add_middleware(
         ServiceMiddleware,

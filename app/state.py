@@ -10,6 +10,7 @@ from app.metrics import Metrics
 from app.services.adapters import AdapterService
 from app.services.chat import ChatService
 from app.services.history import HistoryService
+from app.services.responses import ResponsesService
 from app.services.tone import ToneService
 from app.services.turns import TurnRecorder
 from app.store.guard import GuardedStore
@@ -22,6 +23,7 @@ class AppState:
     metrics: Metrics
     backend: ChatBackend
     chat: ChatService
+    responses: ResponsesService
     tone: ToneService
     recorder: TurnRecorder
     history: HistoryService

@@ -10,6 +10,7 @@ from app.errors import EngineUnavailable
 from app.services.adapters import AdapterService
 from app.services.chat import ChatService
 from app.services.history import HistoryService
+from app.services.responses import ResponsesService
 from app.services.tone import ToneService
 from app.state import AppState
 
@@ -40,7 +41,12 @@ def _adapters(state: StateDep) -> AdapterService:
     return state.adapters
 
 
+def _responses(state: StateDep) -> ResponsesService:
+    return state.responses
+
+
 ChatDep = Annotated[ChatService, Depends(_chat)]
 ToneDep = Annotated[ToneService, Depends(_tone)]
 HistoryDep = Annotated[HistoryService, Depends(_history)]
 AdaptersDep = Annotated[AdapterService, Depends(_adapters)]
+ResponsesDep = Annotated[ResponsesService, Depends(_responses)]

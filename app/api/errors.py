@@ -146,7 +146,7 @@ def _not_found_message(request: Request) -> str:
     from difflib import get_close_matches
 
     path = request.url.path
-    served = sorted({getattr(r, "path", "") for r in request.app.routes if getattr(r, "include_in_schema", True)})
+    served = sorted(request.app.openapi().get("paths", {}))  # (routers' routes are wrapped; the document lists them)
     near = get_close_matches(path, served, n=1, cutoff=0.5)
     hint = f"; did you mean {near[0]}?" if near else "; GET /docs lists the served routes"
     return f"no route {request.method} {path}{hint}"

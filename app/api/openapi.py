@@ -11,6 +11,8 @@ from fastapi.openapi.utils import get_openapi
 from app.api.errors import ErrorEnvelope
 from app.config import Settings
 from app.schemas.chat import ChatCompletionRequest
+from app.schemas.completions import CompletionRequest
+from app.schemas.responses import ResponseRequest
 
 REF = "#/components/schemas/{model}"
 
@@ -26,7 +28,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
             return app.openapi_schema
         doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ChatCompletionRequest, ErrorEnvelope):
+        for model in (ChatCompletionRequest, CompletionRequest, ResponseRequest, ErrorEnvelope):
             schema, defs = _schema_with_defs(model)
             schemas.update(defs)
             schemas[model.__name__] = schema

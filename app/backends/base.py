@@ -34,6 +34,7 @@ class ChatCall:
     persona: str | None
     request_id: str
     prompt_text: str | None  # the last user message, for history
+    kind: str = "chat"  # "chat" (messages) | "completion" (a raw prompt, /v1/completions) | "response" (/v1/responses)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Completed:
     finish_reason: str
     latency: dict[str, float] = field(default_factory=dict)
     scoreable: bool = True  # False: nothing to judge the tone of (tool-call-only)
+    tone_basis: str = "text"  # what `text` is: the answer's text, or the string values of a JSON answer
 
 
 @dataclass
@@ -60,6 +62,7 @@ class StreamEnd:
     finish_reason: str
     latency: dict[str, float] = field(default_factory=dict)
     scoreable: bool = True
+    tone_basis: str = "text"
     # chunks to send after the tone is known; the first one receives the tone/drift fields (the embedded engine
     # puts them on its finish chunk). Empty: the service appends a tone chunk of its own before [DONE].
     trailer: list[dict[str, Any]] = field(default_factory=list)

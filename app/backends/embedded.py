@@ -1,26 +1,54 @@
-"""EmbeddedBackend: chat completions from the local model on the engine worker (the default backend).
+"""EmbeddedBackend: chat and text completions from the local model on the engine worker (the default backend).
 
-request (validated against the engine's request model) -> model/adapter routing (the adapter registry) -> chat
-template + tokenize (off the event loop) -> engine queue -> events -> OpenAI-shaped body or chunks.
+request (validated against the engine's request models) -> model/adapter routing (the adapter registry) -> plan
+(prompt + tools + grammar, tools.py) -> chat template + tokenize and grammar compile (off the event loop) ->
+engine queue -> events -> OpenAI-shaped body or chunks (openai_format.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
+from app.backends import openai_format as fmt
 from app.backends.base import ChatCall, Chunk, Completed, Served, StreamEnd, StreamEvent
+from app.backends.tools import Plan, json_strings, parse_tool_calls, plan, supports_native_tools
 from app.engine.adapters import AdapterRegistry
+from app.engine.constraints import TOOL_OPEN, Grammars
 from app.engine.sampling import SamplingParams
 from app.engine.worker import DoneEvent, Engine, ErrorEvent, GenerationRequest, RequestHandle, TokenEvent
-from app.errors import ContextLengthExceeded, InvalidRequest, RequestInvalid
-from app.schemas.chat import ChatCompletionRequest
+from app.errors import ContextLengthExceeded, InvalidRequest, RequestInvalid, UnsupportedField
+from app.schemas.chat import UNSUPPORTED_FIELDS, ChatCompletionRequest
+from app.schemas.completions import DEFAULT_COMPLETION_TOKENS, UNSUPPORTED_COMPLETION_FIELDS, CompletionRequest
 
-SYSTEM_FINGERPRINT = "tonewatch-embedded"
+
+def refuse_unsupported(raw: dict[str, Any], table: dict[str, str]) -> None:
+    for name, what in table.items():
+        if raw.get(name) not in (None, False, [], {}):
+            raise UnsupportedField(f"{name}: {what} is not supported by Tonewatch", param=name)
+
+
+def validated(model: type, raw: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestInvalid(exc.errors()) from None
+
+
+@dataclass
+class _Collected:
+    pieces: list[str] = field(default_factory=list)
+    logprobs: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class _Submitted:
+    handle: RequestHandle
+    plan: Plan | None  # None for text completions
 
 
 class EmbeddedBackend:
@@ -44,101 +72,192 @@ class EmbeddedBackend:
         self.max_new_tokens = max_new_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.started_at = int(started_at)
+        self.vocab_size = int(getattr(engine.model.config, "vocab_size", len(tokenizer)))
+        self.context = int(getattr(engine.model.config, "max_position_embeddings", 0) or 1 << 30)
+        self.grammars = Grammars(tokenizer, self.vocab_size, engine.eos_ids)
+        self.native_tools = supports_native_tools(tokenizer)
 
     # ---- requests -------------------------------------------------------------------------------------------
     def parse_chat(self, raw: dict[str, Any], request_id: str) -> ChatCall:
-        try:
-            req = ChatCompletionRequest.model_validate(raw)
-        except ValidationError as exc:
-            raise RequestInvalid(exc.errors()) from None
-        body = {k: v for k, v in raw.items() if k not in ("session_id", "persona")}
+        refuse_unsupported(raw, UNSUPPORTED_FIELDS)
+        req: ChatCompletionRequest = validated(ChatCompletionRequest, raw)
+        self._check_bias(req.logit_bias)
+        user = next((m.text() for m in reversed(req.messages) if m.role in ("user", "tool")), None)
         return ChatCall(
-            raw=body,
+            raw=raw,
             parsed=req,
             served=self._served(req.model),
             stream=req.stream,
             session_id=req.session_id,
             persona=req.persona,
             request_id=request_id,
-            prompt_text=req.messages[-1].text(),
+            prompt_text=user,
         )
+
+    def parse_completion(self, raw: dict[str, Any], request_id: str) -> ChatCall:
+        refuse_unsupported(raw, UNSUPPORTED_COMPLETION_FIELDS)
+        req: CompletionRequest = validated(CompletionRequest, raw)
+        self._check_bias(req.logit_bias)
+        if req.stream and len(req.prompts) > 1:
+            raise InvalidRequest("a streamed completion takes one prompt", param="prompt")
+        return ChatCall(
+            raw=raw,
+            parsed=req,
+            served=self._served(req.model),
+            stream=req.stream,
+            session_id=req.session_id,
+            persona=req.persona,
+            request_id=request_id,
+            prompt_text=req.prompts[0],
+            kind="completion",
+        )
+
+    def _check_bias(self, bias: dict[str, float] | None) -> None:
+        for key in bias or {}:
+            if int(key) >= self.vocab_size:
+                raise InvalidRequest(
+                    f"logit_bias: token {key} is outside the vocabulary ({self.vocab_size})", param="logit_bias"
+                )
 
     def _served(self, model: str | None) -> Served:
         target = self.registry.resolve(model)
         return Served(model=target.model, adapter=target.adapter, label=target.adapter or "base")
 
-    def sampling_params(self, req: ChatCompletionRequest) -> SamplingParams:
+    def sampling_params(self, req: ChatCompletionRequest | CompletionRequest) -> SamplingParams:
         limit = self.max_new_tokens
-        field_name = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
-        max_tokens = req.max_completion_tokens or req.max_tokens or limit
+        asked = getattr(req, "max_completion_tokens", None)
+        field_name = "max_completion_tokens" if asked is not None else "max_tokens"
+        default = DEFAULT_COMPLETION_TOKENS if isinstance(req, CompletionRequest) else limit
+        max_tokens = asked or req.max_tokens or min(default, limit)
         if max_tokens > limit:
             raise InvalidRequest(f"{field_name}={max_tokens} exceeds this server's limit of {limit}", param=field_name)
+        if isinstance(req, CompletionRequest):
+            logprobs, top = req.logprobs is not None, req.logprobs or 0
+        else:
+            logprobs, top = bool(req.logprobs), req.top_logprobs or 0
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=1.0 if req.temperature is None else req.temperature,
             top_p=1.0 if req.top_p is None else req.top_p,
             seed=req.seed,
             stop=tuple(req.stop or ()),
+            logit_bias=tuple((int(k), float(v)) for k, v in (req.logit_bias or {}).items()),
+            presence_penalty=req.presence_penalty or 0.0,
+            frequency_penalty=req.frequency_penalty or 0.0,
+            logprobs=logprobs,
+            top_logprobs=top,
         )
 
-    def _encode(self, req: ChatCompletionRequest) -> list[int]:
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
-        if messages[-1]["role"] == "assistant":
+    def _encode_chat(self, req: ChatCompletionRequest) -> tuple[list[int], Plan, Any]:
+        """Worker-free preparation (runs in a thread): prompt ids, the plan, and the grammar matcher."""
+        p = plan(req, self.native_tools)
+        if p.messages[-1]["role"] == "assistant":
             raise InvalidRequest("the last message must not be from the assistant", param="messages")
-        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        extra = {"tools": p.tools} if p.tools else {}
+        encoded = self.tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True, **extra)
         ids = list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
-        if len(ids) > self.max_prompt_tokens:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {self.max_prompt_tokens} tokens. However, your messages "
-                f"resulted in {len(ids)} tokens. Please reduce the length of the messages.",
-                param="messages",
-            )
+        self._check_length(len(ids), "messages")
+        matcher = self.grammars.matcher(p.grammar, p.grammar_param or "request") if p.grammar else None
+        return ids, p, matcher
+
+    def _encode_prompt(self, prompt: str) -> list[int]:
+        ids = list(self.tokenizer(prompt)["input_ids"])
+        self._check_length(len(ids), "prompt")
         return ids
 
-    async def _submit(self, call: ChatCall) -> tuple[Served, RequestHandle]:
-        req: ChatCompletionRequest = call.parsed
-        served = call.served
-        params = self.sampling_params(req)
-        # tokenizing a large prompt takes milliseconds: keep it off the event loop
-        prompt_ids = await asyncio.to_thread(self._encode, req)
-        handle = self.engine.submit(GenerationRequest(prompt_ids, params, served.adapter, call.request_id))
-        return served, handle
+    def _check_length(self, n: int, param: str) -> None:
+        if n > self.max_prompt_tokens:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self.max_prompt_tokens} tokens. However, your {param} "
+                f"resulted in {n} tokens. Please reduce the length of the {param}.",
+                param=param,
+            )
+
+    async def _submit(self, call: ChatCall) -> list[_Submitted]:
+        params = self.sampling_params(call.parsed)
+        adapter, rid = call.served.adapter, call.request_id
+        if call.kind == "completion":
+            prompts = await asyncio.to_thread(lambda: [self._encode_prompt(p) for p in call.parsed.prompts])
+            return [
+                _Submitted(self.engine.submit(GenerationRequest(ids, params, adapter, rid)), None) for ids in prompts
+            ]
+        ids, p, matcher = await asyncio.to_thread(self._encode_chat, call.parsed)
+        request = GenerationRequest(
+            ids,
+            params,
+            adapter,
+            rid,
+            matcher=matcher,
+            emit_text=p.tool_mode != "required",
+            cut_at=(TOOL_OPEN,) if p.tool_mode == "auto" else (),
+        )
+        return [_Submitted(self.engine.submit(request), p)]
 
     # ---- non-stream -----------------------------------------------------------------------------------------
     async def chat(self, call: ChatCall, partial: list[str] | None = None) -> Completed:
-        served, handle = await self._submit(call)
+        submitted = await self._submit(call)
+        collected = [
+            _Collected(pieces=partial if (partial is not None and i == 0) else []) for i in range(len(submitted))
+        ]
         try:
-            done = await _wait_done(handle, partial)
+            done = await asyncio.gather(*(_wait_done(s.handle, c) for s, c in zip(submitted, collected, strict=True)))
         finally:
-            handle.cancel()  # no-op when finished; frees the row if we were cancelled (client gone)
-        self.registry.count_served(served.adapter)
-        body = {
-            "id": call.request_id,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": served.model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [
+            for s in submitted:
+                s.handle.cancel()  # no-op when finished; frees the row if we were cancelled (client gone)
+        self.registry.count_served(call.served.adapter)
+        usage = fmt.usage(sum(d.prompt_tokens for d in done), sum(d.completion_tokens for d in done))
+        wants_logprobs = call.parsed.logprobs not in (None, False)
+        if call.kind == "completion":
+            choices = [
                 {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": done.text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": done.finish_reason,
+                    "index": i,
+                    "text": d.text,
+                    "finish_reason": d.finish_reason,
+                    "logprobs": fmt.completion_logprobs(c.logprobs if wants_logprobs else None),
                 }
-            ],
-            "usage": _usage(done),
-        }
+                for i, (d, c) in enumerate(zip(done, collected, strict=True))
+            ]
+            body = fmt.completion_body(call.request_id, call.served.model, choices, usage)
+            return Completed(
+                body=body,
+                served=call.served,
+                text=done[0].text,
+                finish_reason=done[0].finish_reason,
+                latency=_latency(done[0]),
+            )
+        first, p = done[0], submitted[0].plan
+        assert p is not None
+        content, calls = parse_tool_calls(first.text) if p.tool_mode else (first.text, [])
+        finish = "tool_calls" if calls else first.finish_reason
+        body = fmt.chat_body(
+            call.request_id,
+            call.served.model,
+            content,
+            finish,
+            usage,
+            tool_calls=calls,
+            logprobs=collected[0].logprobs if wants_logprobs else None,
+        )
+        text, basis = _tone_text(content, p)
         return Completed(
-            body=body, served=served, text=done.text, finish_reason=done.finish_reason, latency=_latency(done)
+            body=body,
+            served=call.served,
+            text=text,
+            finish_reason=finish,
+            latency=_latency(first),
+            scoreable=bool(text.strip()),
+            tone_basis=basis,
         )
 
     # ---- stream ---------------------------------------------------------------------------------------------
     async def chat_stream(self, call: ChatCall) -> EmbeddedStream:
-        served, handle = await self._submit(call)
-        req: ChatCompletionRequest = call.parsed
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        [submitted] = await self._submit(call)
+        options = call.parsed.stream_options
         return EmbeddedStream(
-            served, handle, call.request_id, include_usage, on_done=lambda: self.registry.count_served(served.adapter)
+            call,
+            submitted,
+            bool(options and options.include_usage),
+            on_done=lambda: self.registry.count_served(call.served.adapter),
         )
 
     # ---- models and health ----------------------------------------------------------------------------------
@@ -180,49 +299,74 @@ class EmbeddedBackend:
 
 class EmbeddedStream:
     def __init__(
-        self,
-        served: Served,
-        handle: RequestHandle,
-        request_id: str,
-        include_usage: bool,
-        on_done: Callable[[], None] = lambda: None,
+        self, call: ChatCall, submitted: _Submitted, include_usage: bool, on_done: Callable[[], None] = lambda: None
     ):
-        self.on_done = on_done
-        self.served = served
-        self.handle = handle
-        self.request_id = request_id
+        self.call = call
+        self.served = call.served
+        self.handle = submitted.handle
+        self.plan = submitted.plan
         self.include_usage = include_usage
-        self.created = int(time.time())
+        self.on_done = on_done
+        self.chunks: fmt.ChatChunks | fmt.CompletionChunks = (
+            fmt.CompletionChunks(call.request_id, call.served.model)
+            if call.kind == "completion"
+            else fmt.ChatChunks(call.request_id, call.served.model)
+        )
         self._pieces: list[str] = []
 
-    def _chunk(self, delta: dict, finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self.request_id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.served.model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
+    def _text_chunk(self, text: str, logprobs: list[dict] | None) -> dict[str, Any]:
+        if isinstance(self.chunks, fmt.CompletionChunks):
+            return self.chunks.chunk(text, logprobs=logprobs)
+        return self.chunks.chunk({"content": text}, logprobs=logprobs)
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        yield Chunk(self._chunk({"role": "assistant", "content": ""}))
+        if isinstance(self.chunks, fmt.ChatChunks):
+            yield Chunk(self.chunks.chunk({"role": "assistant", "content": ""}))
         while True:
             event = await self.handle.events.get()
             if isinstance(event, TokenEvent):
                 self._pieces.append(event.text)
-                yield Chunk(self._chunk({"content": event.text}), text=event.text)
+                yield Chunk(self._text_chunk(event.text, event.logprobs), text=event.text)
             elif isinstance(event, ErrorEvent):
                 raise event.error
             else:
                 self.on_done()
-                trailer = [self._chunk({}, event.finish_reason)]
-                if self.include_usage:
-                    trailer.append({**self._chunk({}), "choices": [], "usage": _usage(event)})
-                yield StreamEnd(
-                    text=event.text, finish_reason=event.finish_reason, latency=_latency(event), trailer=trailer
-                )
+                for piece in self._end(event):
+                    yield piece
                 return
+
+    def _end(self, done: DoneEvent) -> list[StreamEvent]:
+        usage = fmt.usage(done.prompt_tokens, done.completion_tokens)
+        if isinstance(self.chunks, fmt.CompletionChunks):
+            trailer = [self.chunks.chunk("", done.finish_reason)]
+            if self.include_usage:
+                trailer.append(self.chunks.usage_chunk(usage))
+            return [
+                StreamEnd(text=done.text, finish_reason=done.finish_reason, latency=_latency(done), trailer=trailer)
+            ]
+        assert self.plan is not None
+        content, calls = parse_tool_calls(done.text) if self.plan.tool_mode else (done.text, [])
+        finish = "tool_calls" if calls else done.finish_reason
+        events: list[StreamEvent] = []
+        if calls:
+            events.append(Chunk(self.chunks.tool_call_chunk(calls)))
+        elif self.plan.tool_mode == "required" and content:
+            events.append(Chunk(self.chunks.chunk({"content": content}), text=content))
+        trailer = [self.chunks.chunk({}, finish)]
+        if self.include_usage:
+            trailer.append(self.chunks.usage_chunk(usage))
+        text, basis = _tone_text(content, self.plan)
+        events.append(
+            StreamEnd(
+                text=text,
+                finish_reason=finish,
+                latency=_latency(done),
+                trailer=trailer,
+                scoreable=bool(text.strip()),
+                tone_basis=basis,
+            )
+        )
+        return events
 
     def partial_text(self) -> str:
         return "".join(self._pieces)
@@ -233,7 +377,8 @@ class EmbeddedStream:
             if isinstance(event, TokenEvent):
                 self._pieces.append(event.text)
             elif isinstance(event, DoneEvent):
-                return StreamEnd(text=event.text, finish_reason=event.finish_reason, latency=_latency(event))
+                ends = [e for e in self._end(event) if isinstance(e, StreamEnd)]
+                return ends[0] if ends else None
             else:
                 return None
         return None
@@ -242,23 +387,25 @@ class EmbeddedStream:
         self.handle.cancel()
 
 
-async def _wait_done(handle: RequestHandle, partial: list[str] | None) -> DoneEvent:
+def _tone_text(content: str | None, p: Plan) -> tuple[str, str]:
+    """What the tone is judged on: the text content; for a JSON answer, its string values."""
+    if not content:
+        return "", "text"
+    if p.structured:
+        return json_strings(content), "json_string_values"
+    return content, "text"
+
+
+async def _wait_done(handle: RequestHandle, collected: _Collected) -> DoneEvent:
     while True:
         event = await handle.events.get()
         if isinstance(event, DoneEvent):
             return event
         if isinstance(event, ErrorEvent):
             raise event.error
-        if partial is not None:
-            partial.append(event.text)
-
-
-def _usage(done: DoneEvent) -> dict[str, int]:
-    return {
-        "prompt_tokens": done.prompt_tokens,
-        "completion_tokens": done.completion_tokens,
-        "total_tokens": done.prompt_tokens + done.completion_tokens,
-    }
+        collected.pieces.append(event.text)
+        if event.logprobs:
+            collected.logprobs.extend(event.logprobs)
 
 
 def _latency(done: DoneEvent) -> dict[str, float]:

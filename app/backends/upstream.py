@@ -51,6 +51,16 @@ class GatewayChatFields(BaseModel):
     persona: PersonaName | None = None
 
 
+class GatewayCompletionFields(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(None, max_length=256)
+    prompt: str | list[Any]
+    stream: bool = False
+    session_id: SessionId | None = None
+    persona: PersonaName | None = None
+
+
 class UpstreamClient:
     """The pooled HTTP client for one upstream, with errors mapped to Tonewatch's typed ones."""
 
@@ -238,6 +248,25 @@ class UpstreamBackend:
             prompt_text=_last_user_text(fields.messages),
         )
 
+    def parse_completion(self, raw: dict[str, Any], request_id: str) -> ChatCall:
+        try:
+            fields = GatewayCompletionFields.model_validate(raw)
+        except ValidationError as exc:
+            raise RequestInvalid(exc.errors()) from None
+        call = self.parse_chat({**raw, "messages": [{"role": "user", "content": ""}]}, request_id)
+        call.raw.pop("messages", None)
+        prompt = (
+            fields.prompt
+            if isinstance(fields.prompt, str)
+            else next((p for p in fields.prompt if isinstance(p, str)), None)
+        )
+        call.parsed, call.kind, call.prompt_text = fields, "completion", prompt
+        return call
+
+    @staticmethod
+    def _path(call: ChatCall) -> str:
+        return "completions" if call.kind == "completion" else "chat/completions"
+
     async def _route(self, call: ChatCall) -> dict[str, Any]:
         body = dict(call.raw)
         if not call.served.model:  # the model list was not fetched yet
@@ -250,7 +279,7 @@ class UpstreamBackend:
         body = await self._route(call)
         body.pop("stream", None)
         started = time.perf_counter()
-        response = await self.client.post_json("chat/completions", body)
+        response = await self.client.post_json(self._path(call), body)
         total = time.perf_counter() - started
         try:
             data = response.json()
@@ -262,7 +291,7 @@ class UpstreamBackend:
         self.metrics.upstream_latency.labels(call.served.label).observe(total)
         choice = (data.get("choices") or [{}])[0] if isinstance(data, dict) else {}
         message = choice.get("message") or {}
-        text = _text_of(message.get("content"))
+        text = _text_of(choice.get("text") if call.kind == "completion" else message.get("content"))
         usage = data.get("usage") or {}
         return Completed(
             body=data,
@@ -276,7 +305,7 @@ class UpstreamBackend:
     async def chat_stream(self, call: ChatCall) -> UpstreamStream:
         body = await self._route(call)
         started = time.perf_counter()
-        response = await self.client.open_stream("chat/completions", body)
+        response = await self.client.open_stream(self._path(call), body)
         return UpstreamStream(response, call.served, started, self.client, self.metrics)
 
     async def ready(self) -> str | None:
@@ -324,7 +353,7 @@ class UpstreamStream:
         text = ""
         for choice in event.get("choices") or []:
             delta = choice.get("delta") or {}
-            piece = _text_of(delta.get("content"))
+            piece = _text_of(delta.get("content") if "delta" in choice else choice.get("text"))
             if piece:
                 text += piece
             if delta.get("tool_calls"):

@@ -1,13 +1,18 @@
-"""Per-row next-token choice, so every request in a mixed batch keeps its own sampling settings.
+"""Per-row next-token choice inside a mixed batch: every row keeps its own temperature, top_p, seed, logit bias,
+presence/frequency penalties, logprobs and (optionally) a grammar that constrains it.
 
-A row whose sampling fails (a value that slipped past validation, NaN logits) fails alone: `choose_tokens` returns
-the exception in that row's slot instead of raising for the whole batch.
+One step for a batch: logits [rows, vocab] -> per-row bias, penalties and grammar masks (only for rows that ask,
+so plain rows pay nothing) -> logprobs where asked -> greedy rows share one argmax, sampled rows draw from their own
+seeded generator (a seed reproduces whatever the batch neighbours are). A row whose sampling fails (a value that
+slipped past validation, NaN logits, a grammar with no allowed token) fails alone: its slot holds the exception.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 
 # Below these a softmax over float32 logits under/overflows; the API refuses such values and the engine clamps.
@@ -23,10 +28,22 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
+
+
+@dataclass
+class Pick:
+    token: int
+    logprob: float | None = None
+    top: list[tuple[int, float]] | None = None
 
 
 def make_generator(params: SamplingParams) -> torch.Generator | None:
@@ -40,7 +57,66 @@ def make_generator(params: SamplingParams) -> torch.Generator | None:
     return gen
 
 
-def _sample_row(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator) -> int:
+@dataclass
+class RowSampler:
+    """One request's sampling state: its generator, the counts its penalties need, and its grammar matcher
+    (an llguidance LLMatcher, or None)."""
+
+    params: SamplingParams
+    matcher: Any = None
+    generator: torch.Generator | None = None
+    counts: dict[int, int] = field(default_factory=dict)
+    _mask: np.ndarray | None = None
+
+    @classmethod
+    def create(cls, params: SamplingParams, matcher: Any = None) -> RowSampler:
+        return cls(params, matcher, make_generator(params))
+
+    @property
+    def penalized(self) -> bool:
+        return bool(self.params.presence_penalty or self.params.frequency_penalty) and bool(self.counts)
+
+    @property
+    def processed(self) -> bool:
+        """Needs its own work on the logits this step (plain rows skip all of it)."""
+        return bool(self.params.logit_bias) or self.penalized or self.matcher is not None or self.params.logprobs
+
+    def adjust(self, row: torch.Tensor) -> None:
+        """Bias, penalties and the grammar mask, in place on this row's float32 logits."""
+        p = self.params
+        if p.logit_bias:
+            ids = torch.tensor([i for i, _ in p.logit_bias if i < row.shape[0]], dtype=torch.long)
+            values = torch.tensor([b for i, b in p.logit_bias if i < row.shape[0]], dtype=row.dtype)
+            row.index_add_(0, ids, values)
+        if self.penalized:
+            ids = torch.tensor(list(self.counts), dtype=torch.long)
+            counts = torch.tensor(list(self.counts.values()), dtype=row.dtype)
+            row.index_add_(0, ids, -(p.frequency_penalty * counts + p.presence_penalty))
+        if self.matcher is not None:
+            row.masked_fill_(~torch.from_numpy(self._allowed(row.shape[0])), float("-inf"))
+
+    def _allowed(self, vocab: int) -> np.ndarray:
+        words = (vocab + 31) // 32
+        if self._mask is None or self._mask.shape[0] != words:
+            self._mask = np.zeros(words, dtype=np.int32)
+        self.matcher.unsafe_compute_mask_ptr(self._mask.ctypes.data, self._mask.nbytes)
+        if self.matcher.is_error():
+            raise ValueError(f"grammar error: {self.matcher.get_error()}")
+        return np.unpackbits(self._mask.view(np.uint8), bitorder="little")[:vocab].astype(bool)
+
+    def accept(self, token: int) -> None:
+        """Commit the chosen token (grammar state, penalty counts)."""
+        if self.params.presence_penalty or self.params.frequency_penalty:
+            self.counts[token] = self.counts.get(token, 0) + 1
+        if self.matcher is not None and not self.matcher.consume_token(token):
+            raise ValueError(f"grammar refused token {token}: {self.matcher.get_error()}")
+
+    @property
+    def grammar_done(self) -> bool:
+        return self.matcher is not None and self.matcher.is_stopped()
+
+
+def _sample_row(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
     temperature = max(params.temperature, MIN_TEMPERATURE)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if not bool(torch.isfinite(probs).all()):
@@ -57,19 +133,37 @@ def _sample_row(logits: torch.Tensor, params: SamplingParams, gen: torch.Generat
     return int(torch.multinomial(probs, 1, generator=gen))
 
 
-def choose_tokens(
-    logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
-) -> list[int | Exception]:
-    """logits: [rows, vocab] for the last position. Greedy rows share one argmax; sampled rows go one by one
-    on the CPU with their own seeded generator, so a seed reproduces regardless of batch neighbours."""
+def sample(logits: torch.Tensor, samplers: list[RowSampler]) -> list[Pick | Exception]:
+    """logits: [rows, vocab] for the last position; one Pick (or the row's exception) per row."""
+    out: list[Pick | Exception | None] = [None] * len(samplers)
+    processed = [i for i, s in enumerate(samplers) if s.processed]
+    if processed:
+        logits = logits.float().clone()  # only rows that ask are touched, but never the model's own tensor
+        for i in processed:
+            try:
+                samplers[i].adjust(logits[i])
+            except Exception as exc:  # this row alone
+                out[i] = exc
     greedy = torch.argmax(logits, dim=-1).tolist()
-    out: list[int | Exception] = []
-    for i, p in enumerate(params):
-        if p.greedy:
-            out.append(greedy[i])
+    for i, s in enumerate(samplers):
+        if out[i] is not None:
             continue
         try:
-            out.append(_sample_row(logits[i].cpu(), p, generators[i]))
-        except Exception as exc:  # this row alone
-            out.append(exc)
-    return out
+            token = greedy[i] if s.params.greedy else _sample_row(logits[i].cpu(), s.params, s.generator)
+            if not bool(torch.isfinite(logits[i, token])):
+                raise ValueError("no token is allowed here (grammar or bias excluded every token)")
+            out[i] = Pick(token)
+        except Exception as exc:
+            out[i] = exc
+    wants = [i for i, s in enumerate(samplers) if s.params.logprobs and isinstance(out[i], Pick)]
+    if wants:
+        logprobs = torch.log_softmax(logits[wants].float(), dim=-1)
+        for row, i in enumerate(wants):
+            pick = out[i]
+            assert isinstance(pick, Pick)
+            pick.logprob = float(logprobs[row, pick.token])
+            k = samplers[i].params.top_logprobs
+            if k:
+                values, ids = torch.topk(logprobs[row], k)
+                pick.top = list(zip(ids.tolist(), values.tolist(), strict=True))
+    return out  # type: ignore[return-value]

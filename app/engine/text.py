@@ -10,9 +10,14 @@ class Decoder(Protocol):
 
 
 class TextAssembler:
-    def __init__(self, tokenizer: Decoder, stops: tuple[str, ...] = ()):
+    """`stops` end the text (they are not part of it); `cut_at` strings end only what is *emitted*: the text from
+    the first of them on is still generated and kept in `.text` (a tool call the service parses at the end)."""
+
+    def __init__(self, tokenizer: Decoder, stops: tuple[str, ...] = (), cut_at: tuple[str, ...] = ()):
         self._tok = tokenizer
         self._stops = tuple(s for s in stops if s)
+        self._cuts = tuple(c for c in cut_at if c)
+        self._cut: int | None = None
         self.ids: list[int] = []
         self.text = ""
         self._emitted = 0
@@ -30,16 +35,22 @@ class TextAssembler:
             self.text = text[:cut]
             return self._flush(len(self.text))
         self.text = text
+        if self._cuts:
+            if self._cut is None:
+                found = [i for i in (text.find(c) for c in self._cuts) if i >= 0]
+                self._cut = min(found) if found else None
+            if self._cut is not None:
+                return self._flush(self._cut)
         return self._flush(len(text) - self._held_back(text))
 
     def finish(self) -> str:
         """Everything not yet emitted (call when generation ends for any reason other than a stop)."""
-        return self._flush(len(self.text))
+        return self._flush(len(self.text) if self._cut is None else self._cut)
 
     def _held_back(self, text: str) -> int:
-        # longest suffix of text that is a proper prefix of some stop string
+        # longest suffix of text that is a proper prefix of some stop (or cut) string
         best = 0
-        for stop in self._stops:
+        for stop in (*self._stops, *self._cuts):
             for n in range(min(len(stop) - 1, len(text)), best, -1):
                 if text.endswith(stop[:n]):
                     best = n

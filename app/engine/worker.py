@@ -29,7 +29,7 @@ import torch
 from transformers import DynamicCache
 
 from app.engine import kv
-from app.engine.sampling import SamplingParams, choose_tokens, make_generator
+from app.engine.sampling import Pick, RowSampler, SamplingParams, sample
 from app.engine.text import TextAssembler
 from app.errors import Cancelled, EngineUnavailable, GenerationFailed, ModelNotFound, QueueFull, QueueTimeout
 from app.metrics import Metrics
@@ -44,6 +44,7 @@ LANE_RETRIES = 1
 @dataclass
 class TokenEvent:
     text: str
+    logprobs: list[dict] | None = None  # OpenAI-shaped entries for the tokens behind this text (when asked)
 
 
 @dataclass
@@ -72,6 +73,9 @@ class GenerationRequest:
     params: SamplingParams
     adapter: str | None = None  # None = base model
     request_id: str = ""
+    matcher: Any = None  # an llguidance LLMatcher constraining this row (structured output, tool calls)
+    emit_text: bool = True  # False: no TokenEvents (the service turns the whole text into tool calls)
+    cut_at: tuple[str, ...] = ()  # text from the first of these on is generated but not streamed (a tool call)
 
 
 @dataclass
@@ -104,11 +108,12 @@ class RequestHandle:
 class _Row:
     handle: RequestHandle
     assembler: TextAssembler
-    generator: torch.Generator | None
+    sampler: RowSampler
     admitted: float
     first_token: float = 0.0
     last_token: float = 0.0
     n_generated: int = 0
+    pending_logprobs: list[dict] = field(default_factory=list)
 
     @property
     def adapter_label(self) -> str:
@@ -121,7 +126,7 @@ class _Lane:
         self.rows: list[_Row] = []
         self.cache: DynamicCache | None = None
         self.mask: torch.Tensor | None = None
-        self.next_tokens: list[int | Exception] = []
+        self.next_tokens: list[Pick | Exception] = []
         self.failures = 0
 
 
@@ -321,8 +326,9 @@ class Engine:
             handle.fail(QueueTimeout(f"request waited {waited:.1f}s in the queue; server overloaded"))
             return None
         self.metrics.queue_wait.observe(waited)
-        params = handle.request.params
-        return _Row(handle, TextAssembler(self.tokenizer, params.stop), make_generator(params), now)
+        request = handle.request
+        assembler = TextAssembler(self.tokenizer, request.params.stop, cut_at=request.cut_at)
+        return _Row(handle, assembler, RowSampler.create(request.params, request.matcher), now)
 
     def _lane_key(self, adapter: str | None) -> str:
         return adapter if adapter in self.unmixable else MIXED_LANE
@@ -374,7 +380,7 @@ class Engine:
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
         logits = self._forward(lane, rows, ids, mask, position_ids, cache)
-        tokens = choose_tokens(logits, [r.handle.request.params for r in rows], [r.generator for r in rows])
+        tokens = sample(logits, [r.sampler for r in rows])
         for r in rows:
             self.metrics.prompt_tokens.labels(r.adapter_label).inc(len(r.handle.request.prompt_ids))
         if lane.cache is None or not lane.rows:
@@ -423,38 +429,31 @@ class Engine:
             self._remove(lane, list(range(len(lane.rows))))
 
     def _decodes_alone(self, lane: _Lane, index: int) -> bool:
-        """Try one decode step for one row on a copy of its cache (nothing in the lane changes)."""
+        """Try one decode step's forward for one row on a copy of its cache (nothing in the lane changes;
+        sampling is not repeated: its failures are per row already)."""
         assert lane.cache is not None and lane.mask is not None
-        token = lane.next_tokens[index]
-        if isinstance(token, Exception):
+        pick = lane.next_tokens[index]
+        if isinstance(pick, Exception):
             return False
         row = lane.rows[index]
-        mask = torch.cat(
-            [lane.mask[index : index + 1], torch.ones((1, 1), dtype=lane.mask.dtype, device=self.device)], 1
-        )
-        ids = torch.tensor([[token]], dtype=torch.long, device=self.device)
+        ones = torch.ones((1, 1), dtype=lane.mask.dtype, device=self.device)
+        mask = torch.cat([lane.mask[index : index + 1], ones], 1)
+        ids = torch.tensor([[pick.token]], dtype=torch.long, device=self.device)
+        positions = lane.mask[index : index + 1].sum(-1, keepdim=True)
         try:
-            logits = self._forward(
-                lane,
-                [row],
-                ids,
-                mask,
-                lane.mask[index : index + 1].sum(-1, keepdim=True),
-                kv.row_copy(lane.cache, index),
-            )
-            result = choose_tokens(logits, [row.handle.request.params], [None])
+            logits = self._forward(lane, [row], ids, mask, positions, kv.row_copy(lane.cache, index))
         except Exception:
             return False
-        return not isinstance(result[0], Exception)
+        return bool(torch.isfinite(logits).all())
 
     def _decode(self, lane: _Lane) -> None:
         assert lane.cache is not None and lane.mask is not None
         rows = lane.rows
-        ids = torch.tensor(lane.next_tokens, dtype=torch.long, device=self.device).unsqueeze(1)
+        ids = torch.tensor([p.token for p in lane.next_tokens], dtype=torch.long, device=self.device).unsqueeze(1)
         position_ids = lane.mask.sum(-1, keepdim=True)
         mask = torch.cat([lane.mask, torch.ones((len(rows), 1), dtype=lane.mask.dtype, device=self.device)], 1)
         logits = self._forward(lane, rows, ids, mask, position_ids, lane.cache)
-        tokens = choose_tokens(logits, [r.handle.request.params for r in rows], [r.generator for r in rows])
+        tokens = sample(logits, [r.sampler for r in rows])
         lane.mask = mask
         self.metrics.batch_size.observe(len(rows))
         self.steps += 1
@@ -466,18 +465,18 @@ class Engine:
         now = time.monotonic()
         finished: list[int] = []
         for i in range(start, len(lane.rows)):
-            row, token = lane.rows[i], lane.next_tokens[i]
+            row, pick = lane.rows[i], lane.next_tokens[i]
             if row.handle.cancelled:
                 row.handle.fail(Cancelled("client went away"))
                 finished.append(i)
                 continue
-            if isinstance(token, Exception):
-                log.warning("sampling failed for request %s: %r", row.handle.request.request_id, token)
-                row.handle.fail(_row_error(token, "sampling a token for"))
+            if isinstance(pick, Exception):
+                log.warning("sampling failed for request %s: %r", row.handle.request.request_id, pick)
+                row.handle.fail(_row_error(pick, "sampling a token for"))
                 finished.append(i)
                 continue
             try:
-                if self._take_token(row, token, now):
+                if self._take_token(row, pick, now):
                     finished.append(i)
             except Exception as exc:  # detokenising or a stop check failed: this row only
                 row.handle.fail(_row_error(exc, "decoding the text of"))
@@ -485,11 +484,15 @@ class Engine:
         if finished:
             self._remove(lane, finished)
 
-    def _take_token(self, row: _Row, token: int, now: float) -> bool:
+    def _take_token(self, row: _Row, pick: Pick, now: float) -> bool:
         """Add one token to a row; True when the row is finished."""
+        token = pick.token
         if token in self.eos_ids:
             self._finish(row, "stop", now)
             return True
+        row.sampler.accept(token)
+        if pick.logprob is not None:
+            row.pending_logprobs.append(self._logprob_entry(pick))
         row.n_generated += 1
         self.metrics.generated_tokens.labels(row.adapter_label).inc()
         if row.n_generated == 1:
@@ -499,9 +502,9 @@ class Engine:
             self.metrics.inter_token.labels(row.adapter_label).observe(now - row.last_token)
         row.last_token = now
         delta = row.assembler.add(token)
-        if delta:
-            row.handle.emit(TokenEvent(delta))
-        if row.assembler.stopped:
+        if delta and row.handle.request.emit_text:
+            row.handle.emit(TokenEvent(delta, self._take_logprobs(row)))
+        if row.assembler.stopped or row.sampler.grammar_done:
             self._finish(row, "stop", now)
             return True
         if row.n_generated >= row.handle.request.params.max_tokens:
@@ -509,10 +512,26 @@ class Engine:
             return True
         return False
 
+    def _logprob_entry(self, pick: Pick) -> dict:
+        def one(token: int, logprob: float) -> dict:
+            text = self.tokenizer.decode([token])
+            return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+        entry = one(pick.token, float(pick.logprob or 0.0))
+        entry["top_logprobs"] = [one(t, lp) for t, lp in pick.top or []]
+        return entry
+
+    @staticmethod
+    def _take_logprobs(row: _Row) -> list[dict] | None:
+        if not row.pending_logprobs:
+            return None
+        taken, row.pending_logprobs = row.pending_logprobs, []
+        return taken
+
     def _finish(self, row: _Row, reason: str, now: float) -> None:
         tail = row.assembler.finish() if not row.assembler.stopped else ""
-        if tail:
-            row.handle.emit(TokenEvent(tail))
+        if (tail or row.pending_logprobs) and row.handle.request.emit_text:
+            row.handle.emit(TokenEvent(tail, self._take_logprobs(row)))
         created = row.handle.created
         row.handle.emit(
             DoneEvent(

@@ -1,4 +1,9 @@
-"""OpenAI chat-completions wire format (the subset we serve) plus Tonewatch's extension fields."""
+"""OpenAI chat-completions wire format as the embedded engine serves it, plus Tonewatch's extension fields.
+
+Fields real clients send that change nothing here (store, metadata, service_tier, ...) are accepted and ignored;
+fields that would change the output and are not implemented are refused by name before validation (see
+UNSUPPORTED_FIELDS); anything else unknown is a 400 naming the field.
+"""
 
 from __future__ import annotations
 
@@ -7,62 +12,135 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from app.engine.sampling import MAX_SEED, MIN_TEMPERATURE, MIN_TOP_P
+from app.schemas.common import (
+    SESSION_ID_PATTERN,
+    NameField,
+    SessionId,
+    Strict,
+    TextPart,
+    encodable,
+    text_of,
+)
 
-SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-SessionId = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
-NameField = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+__all__ = ["SESSION_ID_PATTERN", "NameField", "SessionId", "Strict", "TextPart", "encodable"]
+
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_TOP_LOGPROBS = 20
+# Fields that would change the output and that Tonewatch does not implement: refused by name, never ignored.
+UNSUPPORTED_FIELDS = {
+    "audio": "audio output",
+    "prediction": "predicted outputs",
+    "web_search_options": "web search",
+    "reasoning_effort": "reasoning effort (the served model does not reason)",
+    "verbosity": "verbosity control",
+    "functions": "legacy `functions` (use `tools`)",
+    "function_call": "legacy `function_call` (use `tool_choice`)",
+}
+NO_OP_FIELDS = (
+    "store",
+    "metadata",
+    "service_tier",
+    "safety_identifier",
+    "prompt_cache_key",
+    "modalities",
+    "user",
+    "parallel_tool_calls",
+)
 
 
-class Strict(BaseModel):
-    # strict: "5" is not an int; forbid: a misspelt field is an error, not silently ignored
-    model_config = ConfigDict(extra="forbid", strict=True)
+class FunctionDef(Strict):
+    name: Annotated[str, StringConstraints(pattern=FUNCTION_NAME)]
+    description: str | None = Field(None, max_length=4096)
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
 
 
-def encodable(text: str) -> str:
-    """Refuse text the tokenizers cannot take (lone UTF-16 surrogates from broken JSON escapes such as "\\ud800")."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"contains an unpaired UTF-16 surrogate at character {exc.start}; send valid Unicode"
-        ) from None
-    return text
+class Tool(Strict):
+    type: Literal["function"]
+    function: FunctionDef
 
 
-class TextPart(Strict):
-    type: Literal["text"]
-    text: str
+class NamedFunction(Strict):
+    name: Annotated[str, StringConstraints(pattern=FUNCTION_NAME)]
 
-    @field_validator("text")
-    @classmethod
-    def _valid_text(cls, value: str) -> str:
-        return encodable(value)
+
+class NamedToolChoice(Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class ToolCallFunction(Strict):
+    name: str
+    arguments: str
+
+
+class ToolCall(Strict):
+    id: str = Field(max_length=128)
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
 
 
 class ChatMessage(Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = Field(None, max_length=128)
+    tool_calls: list[ToolCall] | None = None  # assistant turns that called tools
+    tool_call_id: str | None = Field(None, max_length=128)  # tool results
+    # what `model_dump()` of an OpenAI assistant message carries; accepted and ignored
+    refusal: str | None = None
+    annotations: list[Any] | None = None
+    audio: None = None
+    function_call: None = None
 
     def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
+        return text_of(self.content)
 
     @field_validator("content")
     @classmethod
-    def _valid_text(cls, value: str | list[TextPart]) -> str | list[TextPart]:
+    def _valid_text(cls, value: str | list[TextPart] | None) -> str | list[TextPart] | None:
         return encodable(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _user_says_something(self) -> ChatMessage:
+    def _roles(self) -> ChatMessage:
         if self.role == "user" and not self.text().strip():
-            raise ValueError("a user message must not be empty")
+            raise ValueError("a user message needs non-empty content")
+        if self.role in ("system", "developer") and self.content is None:
+            raise ValueError(f"a {self.role} message needs content")
+        if self.role == "tool" and (self.tool_call_id is None or self.content is None):
+            raise ValueError("a tool message needs tool_call_id and content (the tool's result)")
+        if self.role == "assistant" and self.content is None and not self.tool_calls:
+            raise ValueError("an assistant message needs content or tool_calls")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
         return self
 
 
 class StreamOptions(Strict):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # OpenAI's SDKs may send it; nothing to obfuscate here
+
+
+class TextFormat(Strict):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(Strict):
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(Strict):
+    name: str = Field(max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class JsonSchemaFormat(Strict):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
 
 
 class ChatCompletionRequest(Strict):
@@ -77,10 +155,23 @@ class ChatCompletionRequest(Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = None
-    user: str | None = Field(None, max_length=256)
-    # accepted for client compatibility; only their neutral values are supported
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    # accepted and ignored (they change nothing in the answer): see NO_OP_FIELDS
+    parallel_tool_calls: bool | None = None
+    user: str | None = Field(None, max_length=256)
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = Field(None, max_length=32)
+    safety_identifier: str | None = Field(None, max_length=256)
+    prompt_cache_key: str | None = Field(None, max_length=256)
+    modalities: list[Literal["text"]] | None = None
     # Tonewatch extensions
     session_id: SessionId | None = None
     persona: NameField | None = None
@@ -108,15 +199,39 @@ class ChatCompletionRequest(Strict):
     @classmethod
     def _only_one_choice(cls, value: int | None) -> int | None:
         if value is not None and value != 1:
-            raise ValueError("only n=1 is supported")
+            raise ValueError("only n=1 is supported by Tonewatch")
         return value
 
-    @field_validator("presence_penalty", "frequency_penalty")
+    @field_validator("logit_bias")
     @classmethod
-    def _no_penalties(cls, value: float | None) -> float | None:
-        if value:
-            raise ValueError("penalties are not supported; send 0 or omit")
+    def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (value or {}).items():
+            if not key.isdigit():
+                raise ValueError(f"keys are token ids as strings, got {key!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"bias for token {key} must be in -100..100")
+        if value and len(value) > 1024:
+            raise ValueError("at most 1024 biased tokens")
         return value
+
+    @model_validator(mode="after")
+    def _tools(self) -> ChatCompletionRequest:
+        choice = self.tool_choice
+        names = {t.function.name for t in self.tools or []}
+        if len(names) != len(self.tools or []):
+            raise ValueError("tools: function names must be unique")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(f"tool_choice names {choice.function.name!r}, which is not in tools")
+        if choice == "required" and not names:
+            raise ValueError("tool_choice 'required' needs tools")
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if self.tools and not isinstance(self.response_format, TextFormat | None) and choice != "none":
+            raise ValueError("tools and a structured response_format cannot be combined in one request")
+        return self
+
+
+# ---- responses ------------------------------------------------------------------------------------------------------
 
 
 class Usage(BaseModel):
@@ -125,19 +240,29 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class ResponseToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: dict[str, str]
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    refusal: str | None = None
+    tool_calls: list[ResponseToolCall] | None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
     finish_reason: str
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletion(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
@@ -145,7 +270,7 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     system_fingerprint: str | None = None
-    # Tonewatch extensions (absent until scoring / sessions are wired)
+    # Tonewatch extensions
     tone: dict[str, Any] | None = None
     drift: dict[str, Any] | None = None
 

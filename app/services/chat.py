@@ -25,8 +25,12 @@ class ChatService:
         self.recorder = recorder
         self.tone = tone
 
-    def parse(self, raw: dict[str, Any]) -> ChatCall:
-        call = self.backend.parse_chat(raw, "chatcmpl-" + uuid.uuid4().hex)
+    def parse(self, raw: dict[str, Any], kind: str = "chat") -> ChatCall:
+        """Validate and route a chat (`kind` "chat") or text completion ("completion") request."""
+        if kind == "completion":
+            call = self.backend.parse_completion(raw, "cmpl-" + uuid.uuid4().hex)
+        else:
+            call = self.backend.parse_chat(raw, "chatcmpl-" + uuid.uuid4().hex)
         self.tone.persona(call.persona)  # an unknown persona is a 404 before any generation
         return call
 
@@ -39,6 +43,7 @@ class ChatService:
         latency: dict | None = None,
         delivered: bool = True,
         score: bool = True,
+        tone_basis: str = "text",
     ) -> GeneratedTurn:
         return GeneratedTurn(
             session_id=call.session_id,
@@ -53,6 +58,8 @@ class ChatService:
             latency=latency or {},
             delivered=delivered,
             score=score,
+            kind=call.kind,
+            tone_basis=tone_basis,
         )
 
     # ---- non-stream -----------------------------------------------------------------------------------------
@@ -75,7 +82,13 @@ class ChatService:
         delivered = await client_connected()
         extra = await self.recorder.finish(
             self._turn(
-                call, done.text, done.finish_reason, latency=done.latency, delivered=delivered, score=done.scoreable
+                call,
+                done.text,
+                done.finish_reason,
+                latency=done.latency,
+                delivered=delivered,
+                score=done.scoreable,
+                tone_basis=done.tone_basis,
             )
         )
         return {**done.body, **extra}
@@ -110,7 +123,9 @@ class ChatService:
 
     async def _finish_stream(self, call: ChatCall, end: StreamEnd) -> AsyncIterator[dict[str, Any]]:
         extra = await self.recorder.finish(
-            self._turn(call, end.text, end.finish_reason, latency=end.latency, score=end.scoreable)
+            self._turn(
+                call, end.text, end.finish_reason, latency=end.latency, score=end.scoreable, tone_basis=end.tone_basis
+            )
         )
         if end.trailer:
             yield {**end.trailer[0], **extra}
@@ -119,7 +134,7 @@ class ChatService:
         elif extra:
             yield {
                 "id": call.request_id,
-                "object": "chat.completion.chunk",
+                "object": "text_completion" if call.kind == "completion" else "chat.completion.chunk",
                 "created": int(time.time()),
                 "model": call.served.model,
                 "choices": [],
@@ -132,7 +147,13 @@ class ChatService:
         end = stream.leftover()
         if end is not None:  # it finished just as the client left: complete, but the client never got the end
             turn = self._turn(
-                call, end.text, end.finish_reason, latency=end.latency, delivered=False, score=end.scoreable
+                call,
+                end.text,
+                end.finish_reason,
+                latency=end.latency,
+                delivered=False,
+                score=end.scoreable,
+                tone_basis=end.tone_basis,
             )
         else:
             turn = self._turn(call, stream.partial_text(), "cancelled", delivered=False, score=False)

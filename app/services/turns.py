@@ -40,6 +40,7 @@ class GeneratedTurn:
     delivered: bool = True
     kind: str = "chat"
     score: bool = True  # False for cancelled / failed turns and tool-call-only answers
+    tone_basis: str = "text"  # "json_string_values": a structured answer, judged on its string values
 
 
 class TurnRecorder:
@@ -80,6 +81,8 @@ class TurnRecorder:
         tone = None
         if turn.score and turn.text.strip():
             [tone] = await self.tone.score([turn.text], persona=persona_name, label=turn.label)
+            if turn.tone_basis != "text":
+                tone = {**tone, "basis": turn.tone_basis}
         out["tone"] = tone
         if turn.session_id and self.history is not None:
             out["drift"] = await self.history.observe(

@@ -115,7 +115,7 @@ BAD_BODIES = [
     pytest.param({"messages": [msg()], "n": 2}, "n=1", id="n-two"),
     pytest.param({"messages": [msg()], "stop": ["a", "b", "c", "d", "e"]}, "stop", id="too-many-stops"),
     pytest.param({"messages": [msg()], "stream": "yes"}, "stream", id="stream-not-bool"),
-    pytest.param({"messages": [msg()], "tools": []}, "tools", id="unknown-field"),
+    pytest.param({"messages": [msg()], "frobnicate": 1}, "frobnicate", id="unknown-field"),
     pytest.param({"messages": [msg()], "session_id": "../etc"}, "session_id", id="bad-session-id"),
     pytest.param({"messages": [msg(), msg("ok", "assistant")]}, "assistant", id="ends-with-assistant"),
     pytest.param({"messages": [msg("word " * 400)]}, "maximum context length", id="prompt-too-long"),

@@ -229,3 +229,60 @@ def test_upstream_dying_mid_stream(tmp_path):
         if srv is not None:
             srv.stop()
         peer.stop()
+
+
+def test_tool_call_only_answers_are_recorded_without_a_tone(tmp_path):
+    """A Tonewatch embedded server is a real OpenAI-compatible upstream that answers with tool calls."""
+    from tests.conftest import ServerProcess, free_port
+
+    engine = ServerProcess(
+        {"TONEWATCH_DB_PATH": str(tmp_path / "engine.db"), "TONEWATCH_ADAPTER_ROOT": str(tmp_path / "ad")}, free_port()
+    )
+    srv = None
+    try:
+        engine.wait_ready()
+        srv = gateway_process(tmp_path, engine.base_url + "/v1")
+        srv.wait_ready()
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "get_order",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"order_id": {"type": "string"}},
+                    "required": ["order_id"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+        client = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="unused")
+        r = client.chat.completions.create(
+            model="SmolLM2-135M-Instruct",
+            messages=QUESTION,
+            tools=[tool],
+            tool_choice="required",
+            max_tokens=80,
+            temperature=0,
+            extra_body={"session_id": "gw-tools"},
+        )
+        assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.tool_calls  # forwarded as it came
+        assert r.model_extra["tone"] is None
+        stream = list(
+            client.chat.completions.create(
+                model="SmolLM2-135M-Instruct",
+                messages=QUESTION,
+                tools=[tool],
+                tool_choice="required",
+                max_tokens=80,
+                temperature=0,
+                stream=True,
+                extra_body={"session_id": "gw-tools"},
+            )
+        )
+        assert any(c.choices and c.choices[0].delta.tool_calls for c in stream)
+        turns = httpx.get(srv.base_url + "/v1/sessions/gw-tools", headers=AUTH).json()["turns"]
+        assert len(turns) == 2 and all(t["tone"] == {} and t["finish_reason"] == "tool_calls" for t in turns)
+    finally:
+        if srv is not None:
+            srv.stop()
+        engine.stop()

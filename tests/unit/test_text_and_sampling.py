@@ -1,6 +1,6 @@
 import torch
 
-from app.engine.sampling import SamplingParams, choose_tokens, make_generator
+from app.engine.sampling import RowSampler, SamplingParams, sample
 from app.engine.text import TextAssembler
 
 
@@ -42,6 +42,11 @@ def test_no_stops_emits_everything():
     assert "".join(feed(a, "abc")) + a.finish() == "abc"
 
 
+def picks(logits, params_list, samplers=None):
+    samplers = samplers or [RowSampler.create(p) for p in params_list]
+    return [p.token for p in sample(logits, samplers)], samplers
+
+
 def test_greedy_rows_are_argmax_and_sampled_rows_follow_their_seed():
     torch.manual_seed(1)
     logits = torch.randn(3, 50)
@@ -50,20 +55,63 @@ def test_greedy_rows_are_argmax_and_sampled_rows_follow_their_seed():
         SamplingParams(5, temperature=0.9, seed=7),
         SamplingParams(5, temperature=0.9, seed=7),
     ]
-    gens = [make_generator(p) for p in params]
-    first = choose_tokens(logits, params, gens)
+    first, _ = picks(logits, params)
     assert first[0] == int(torch.argmax(logits[0]))
     # a seeded row reproduces alone, independent of its neighbours
-    alone = choose_tokens(logits[1:2], [params[1]], [make_generator(params[1])])
+    alone, _ = picks(logits[1:2], [params[1]])
     assert alone[0] == first[1]
 
 
 def test_top_p_keeps_only_the_nucleus():
     logits = torch.tensor([[5.0, 4.0, -10.0, -10.0]])
     params = SamplingParams(1, temperature=1.0, top_p=0.5, seed=3)
-    gen = make_generator(params)
-    picks = {choose_tokens(logits, [params], [gen])[0] for _ in range(50)}
-    assert picks == {0}
+    sampler = [RowSampler.create(params)]
+    assert {picks(logits, [params], sampler)[0][0] for _ in range(50)} == {0}
     wide = SamplingParams(1, temperature=1.0, top_p=1.0, seed=3)
-    gen = make_generator(wide)
-    assert {choose_tokens(logits, [wide], [gen])[0] for _ in range(200)} >= {0, 1}
+    sampler = [RowSampler.create(wide)]
+    assert {picks(logits, [wide], sampler)[0][0] for _ in range(200)} >= {0, 1}
+
+
+def test_logit_bias_applies_to_its_row_only():
+    logits = torch.zeros(2, 10)
+    logits[:, 3] = 1.0
+    biased = SamplingParams(4, temperature=0, logit_bias=((7, 50.0), (3, -100.0)))
+    tokens, _ = picks(logits, [biased, SamplingParams(4, temperature=0)])
+    assert tokens == [7, 3]
+    assert torch.equal(logits[:, 3], torch.ones(2))  # the model's logits are never modified
+
+
+def test_frequency_and_presence_penalties_follow_counts():
+    logits = torch.tensor([[2.0, 1.9, 0.0]])
+    params = SamplingParams(4, temperature=0, frequency_penalty=0.5)
+    sampler = RowSampler.create(params)
+    assert picks(logits, [params], [sampler])[0] == [0]
+    sampler.accept(0)
+    assert picks(logits, [params], [sampler])[0] == [1]  # 2.0 - 0.5 < 1.9
+    presence = SamplingParams(4, temperature=0, presence_penalty=0.05)
+    other = RowSampler.create(presence)
+    other.accept(0)
+    other.accept(0)
+    assert picks(logits, [presence], [other])[0] == [0]  # presence counts once: 1.95 > 1.9
+
+
+def test_logprobs_and_top_logprobs():
+    logits = torch.tensor([[3.0, 1.0, 0.5, 0.0]])
+    params = SamplingParams(1, temperature=0, logprobs=True, top_logprobs=2)
+    [pick] = sample(logits, [RowSampler.create(params)])
+    expected = torch.log_softmax(logits[0], dim=-1)
+    assert pick.token == 0 and abs(pick.logprob - float(expected[0])) < 1e-6
+    assert [t for t, _ in pick.top] == [0, 1]
+
+
+def test_a_row_whose_sampling_fails_fails_alone():
+    logits = torch.zeros(2, 4)
+    logits[1] = float("nan")
+    out = sample(
+        logits,
+        [
+            RowSampler.create(SamplingParams(1, temperature=0.8, seed=1)),
+            RowSampler.create(SamplingParams(1, temperature=0.8, seed=1)),
+        ],
+    )
+    assert not isinstance(out[0], Exception) and isinstance(out[1], Exception)

@@ -1,0 +1,81 @@
+"""POST /v1/completions (the legacy text-completion API LlamaIndex's OpenAILike uses by default)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from app.engine.sampling import MAX_SEED, MIN_TEMPERATURE, MIN_TOP_P
+from app.schemas.chat import StreamOptions
+from app.schemas.common import NameField, SessionId, Strict, encodable
+
+UNSUPPORTED_COMPLETION_FIELDS = {"suffix": "suffix (fill-in-the-middle)"}
+DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for this API
+
+
+class CompletionRequest(Strict):
+    model: str | None = None
+    prompt: str | list[str] = Field(description="a string, or a list of strings (one choice each)")
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, ge=MIN_TOP_P, le=1.0)
+    n: int | None = None
+    best_of: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    echo: bool | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    user: str | None = Field(None, max_length=256)
+    session_id: SessionId | None = None
+    persona: NameField | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str | list[str]) -> str | list[str]:
+        prompts = [value] if isinstance(value, str) else value
+        if not prompts or len(prompts) > 16:
+            raise ValueError("send 1 to 16 prompts")
+        for p in prompts:
+            if not p.strip():
+                raise ValueError("prompts must not be empty")
+            encodable(p)
+        return value
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature_floor(cls, value: float | None) -> float | None:
+        if value is not None and 0.0 < value < MIN_TEMPERATURE:
+            raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE}")
+        return value
+
+    @field_validator("n", "best_of")
+    @classmethod
+    def _one(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError("only 1 is supported by Tonewatch")
+        return value
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("echo is not supported by Tonewatch")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        stops = [value] if isinstance(value, str) else value
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("at most 4 non-empty stop sequences")
+        return stops
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
