@@ -23,12 +23,14 @@ install: $(STAMP) provision
 provision: $(STAMP)
 	$(BIN)/tonewatch provision
 
-# Debian packages the tests use: a real Redis, promtool/prometheus, docker-compose for config validation.
+# Debian packages the tests use: a real Redis, promtool/prometheus, docker-compose for config validation, nginx as
+# the load balancer in front of several replicas.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi

@@ -107,6 +107,17 @@ class Settings(BaseSettings):
         0.25, gt=0, le=30, description="A store call on the request path waits at most this long."
     )
     store_probe_interval_s: float = Field(0.5, gt=0, description="While the store is down, probe it this often.")
+    control_poll_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often a replica re-reads the shared control document (pub/sub usually tells it sooner).",
+    )
+    replica_name: str = Field(
+        default_factory=lambda: os.environ.get("HOSTNAME") or "replica",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="This replica's `replica` label.",
+    )
     # ---- tone
     score_responses: bool = Field(True, description="Attach a tone report (and drift) to chat completions.")
     default_persona: str | None = Field(None, description="Persona responses are judged against when none is named.")

@@ -17,20 +17,22 @@ from app.api.openapi import install_openapi
 from app.backends.embedded import EmbeddedBackend
 from app.backends.upstream import UpstreamBackend, UpstreamClient
 from app.config import Settings
-from app.engine.adapters import AdapterRegistry
+from app.engine.adapters import AdapterRegistry, read_manifest
 from app.engine.provision import load_base_model, pick_device, resolve_base_model
 from app.engine.worker import Engine
 from app.metrics import Metrics
 from app.scoring.scorer import ToneScorer
 from app.services.adapters import EmbeddedAdapters, GatewayAdapters
+from app.services.admin import AdminService, ReplicaApplier
 from app.services.chat import ChatService
+from app.services.control import ControlPlane
 from app.services.history import HistoryService
 from app.services.responses import ResponsesService
 from app.services.session_drift import SessionDrift
 from app.services.tone import ToneService
 from app.services.turns import TurnRecorder
 from app.state import AppState
-from app.store.base import StoreUnavailable, open_store
+from app.store.base import open_store
 from app.store.guard import GuardedStore
 from app.store.spill import ResilientHistory
 
@@ -64,7 +66,7 @@ async def build_embedded(settings: Settings, metrics: Metrics, started_at: float
         max_bytes=int(settings.max_adapter_mb * 2**20),
         unload_timeout_s=settings.adapter_unload_timeout_s,
     )
-    notes = [f"adapter skipped: {e}" for e in await registry.load_startup(settings.default_adapter)]
+    notes: list[str] = []  # adapters are loaded by the control plane (seeded from the local manifest)
     backend = EmbeddedBackend(
         engine,
         tokenizer,
@@ -139,21 +141,24 @@ async def build_state(settings: Settings) -> AppState:
     )
     await spill.start()
     history = HistoryService(
-        store, spill, sessions, metrics, prompt_chars=settings.history_prompt_chars, redact_text=settings.history_redact
+        store,
+        spill,
+        sessions,
+        metrics,
+        prompt_chars=settings.history_prompt_chars,
+        redact_text=settings.history_redact,
+        replica=settings.replica_name,
     )
     tone = ToneService(
         scorer,
-        store,
         default_persona=settings.default_persona,
         history=history,
         score_sources=settings.score_sources,
         served_models=backend.served_labels,
     )
-    try:
-        await tone.restore_personas()
-    except StoreUnavailable:
-        log.warning("store unavailable at start-up: API-defined personas not restored yet")
-        notes.append("API-defined personas not restored: the store was unavailable at start-up")
+    control = ControlPlane(store, ReplicaApplier(tone, adapter_service), metrics, poll_s=settings.control_poll_s)
+    await control.start(seed_document(settings))
+    admin = AdminService(control, tone, adapter_service)
     recorder = TurnRecorder(tone, history, metrics, score_responses=settings.score_responses)
     chat_service = ChatService(backend, recorder, tone)
     return AppState(
@@ -162,6 +167,8 @@ async def build_state(settings: Settings) -> AppState:
         backend=backend,
         chat=chat_service,
         responses=ResponsesService(chat_service),
+        control=control,
+        admin=admin,
         tone=tone,
         recorder=recorder,
         history=history,
@@ -174,7 +181,17 @@ async def build_state(settings: Settings) -> AppState:
     )
 
 
+def seed_document(settings: Settings) -> dict:
+    """What this replica would serve on its own: the local manifest (embedded) and the configured default. The
+    first replica of a deployment writes it to the store; later ones adopt the store's document instead."""
+    if settings.gateway:
+        return {"personas": {}, "adapters": {}, "default": settings.default_adapter}
+    adapters, default = read_manifest(settings.adapter_root)
+    return {"personas": {}, "adapters": adapters, "default": settings.default_adapter or default}
+
+
 async def close_state(state: AppState) -> None:
+    await state.control.stop()
     await state.recorder.drain()
     await state.backend.close()
     state.tone.scorer.close()
@@ -208,6 +225,7 @@ def create_app(settings: Settings) -> FastAPI:
         ServiceMiddleware,
         max_body_bytes=settings.max_body_bytes,
         metrics_provider=lambda: app.state.tw.metrics if app.state.tw else None,
+        replica=settings.replica_name,
     )
     install_openapi(app, settings)
     return app

@@ -122,10 +122,12 @@ class Metrics:
             "tonewatch_scoring_seconds", "Time to score one batch of texts.", buckets=LATENCY_BUCKETS, registry=r
         )
         # drift and history
+        # stream-level drift and spikes are per replica (docs/replicas.md); queries and rules aggregate replicas
         self.drift_score = Gauge(
             "tonewatch_tone_drift_score",
-            "EWMA of standardized persona deviation of the latest turn's stream.",
-            ["adapter", "persona"],
+            "EWMA of standardized persona deviation of the latest turn's stream, as this replica saw it "
+            "(aggregate with max by (adapter, persona)).",
+            ["adapter", "persona", "replica"],
             registry=r,
         )
         self.drift_alerts = Counter(
@@ -169,6 +171,19 @@ class Metrics:
             ["delivered"],
             registry=r,
         )
+        # several replicas
+        self.control_version = Gauge(
+            "tonewatch_control_version",
+            "Version of the shared control document this replica applied; replicas "
+            "that disagree for long are not converging.",
+            registry=r,
+        )
+        self.control_apply_errors = Counter(
+            "tonewatch_control_apply_errors",
+            "Parts of the shared control document this replica could not apply (see /readyz for which).",
+            ["kind"],
+            registry=r,
+        )
         # gateway mode
         self.upstream_requests = Counter(
             "tonewatch_upstream_requests",
@@ -193,7 +208,7 @@ class Metrics:
         )
         self.latency_spikes = Counter(
             "tonewatch_latency_spikes",
-            "Requests flagged by the Hampel latency filter.",
-            ["adapter", "kind"],
+            "Requests flagged by the Hampel latency filter (each replica judges against its own latencies).",
+            ["adapter", "kind", "replica"],
             registry=r,
         )

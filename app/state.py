@@ -8,7 +8,9 @@ from app.backends.base import ChatBackend
 from app.config import Settings
 from app.metrics import Metrics
 from app.services.adapters import AdapterService
+from app.services.admin import AdminService
 from app.services.chat import ChatService
+from app.services.control import ControlPlane
 from app.services.history import HistoryService
 from app.services.responses import ResponsesService
 from app.services.tone import ToneService
@@ -24,6 +26,8 @@ class AppState:
     backend: ChatBackend
     chat: ChatService
     responses: ResponsesService
+    control: ControlPlane
+    admin: AdminService
     tone: ToneService
     recorder: TurnRecorder
     history: HistoryService

@@ -160,3 +160,49 @@ class TransformersServe:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+
+
+class Nginx:
+    """A real nginx (Debian package) on loopback, rendered from docker/nginx/tonewatch.conf, in front of replicas."""
+
+    def __init__(self, upstream_ports: list[int], workdir: Path):
+        import shutil
+
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "tmp").mkdir(exist_ok=True)
+        template = (ROOT / "docker" / "nginx" / "tonewatch.conf").read_text()
+        servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in upstream_ports)
+        conf = (
+            template.replace("${NGINX_PID}", str(workdir / "nginx.pid"))
+            .replace("${NGINX_TMP}", str(workdir / "tmp"))
+            .replace("${NGINX_UPSTREAMS}", servers)
+            .replace("${NGINX_LISTEN}", f"127.0.0.1:{self.port}")
+        )
+        (workdir / "nginx.conf").write_text(conf)
+        exe = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.log = open(workdir / "nginx.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [exe, "-c", str(workdir / "nginx.conf"), "-p", str(workdir), "-e", "stderr"],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited with {self.proc.returncode}; see {workdir / 'nginx.log'}")
+            try:
+                httpx.get(self.base_url + "/healthz", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise TimeoutError("nginx did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.api.auth import AdminDep
-from app.api.deps import AdaptersDep
+from app.api.deps import AdaptersDep, AdminServiceDep
 from app.api.errors import error_responses
 from app.schemas.adapters import AdapterListing, AdapterPublic, LoadAdapter, VllmLoad, VllmUnload
 
@@ -21,18 +21,18 @@ async def list_adapters(_: AdminDep, adapters: AdaptersDep) -> dict[str, Any]:
 
 
 @router.post("/admin/adapters", response_model=AdapterPublic, responses=ADMIN_ERRORS)
-async def load_adapter(body: LoadAdapter, _: AdminDep, adapters: AdaptersDep) -> dict[str, Any]:
-    return await adapters.load(body.name, body.path, activate=body.activate)
+async def load_adapter(body: LoadAdapter, _: AdminDep, admin: AdminServiceDep) -> dict[str, Any]:
+    return await admin.load_adapter(body.name, body.path, activate=body.activate)
 
 
 @router.post("/admin/adapters/{name}/activate", response_model=AdapterListing, responses=ADMIN_ERRORS)
-async def activate_adapter(name: str, _: AdminDep, adapters: AdaptersDep) -> dict[str, Any]:
-    return await adapters.activate(name)
+async def activate_adapter(name: str, _: AdminDep, admin: AdminServiceDep) -> dict[str, Any]:
+    return await admin.activate(name)
 
 
 @router.delete("/admin/adapters/{name}", responses=ADMIN_ERRORS)
-async def unload_adapter(name: str, _: AdminDep, adapters: AdaptersDep) -> dict[str, Any]:
-    await adapters.unload(name)
+async def unload_adapter(name: str, _: AdminDep, admin: AdminServiceDep) -> dict[str, Any]:
+    await admin.unload(name)
     return {"unloaded": name}
 
 
@@ -42,12 +42,12 @@ async def adapter_profile(name: str, _: AdminDep, adapters: AdaptersDep) -> dict
 
 
 @router.post("/v1/load_lora_adapter", responses=ADMIN_ERRORS)
-async def vllm_load(body: VllmLoad, _: AdminDep, adapters: AdaptersDep) -> dict[str, str]:
-    await adapters.load(body.lora_name, body.lora_path)
+async def vllm_load(body: VllmLoad, _: AdminDep, admin: AdminServiceDep) -> dict[str, str]:
+    await admin.load_adapter(body.lora_name, body.lora_path)
     return {"message": f"Success: LoRA adapter '{body.lora_name}' added successfully."}
 
 
 @router.post("/v1/unload_lora_adapter", responses=ADMIN_ERRORS)
-async def vllm_unload(body: VllmUnload, _: AdminDep, adapters: AdaptersDep) -> dict[str, str]:
-    await adapters.unload(body.lora_name)
+async def vllm_unload(body: VllmUnload, _: AdminDep, admin: AdminServiceDep) -> dict[str, str]:
+    await admin.unload(body.lora_name)
     return {"message": f"Success: LoRA adapter '{body.lora_name}' removed successfully."}

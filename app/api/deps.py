@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from app.errors import EngineUnavailable
 from app.services.adapters import AdapterService
+from app.services.admin import AdminService
 from app.services.chat import ChatService
 from app.services.history import HistoryService
 from app.services.responses import ResponsesService
@@ -45,8 +46,13 @@ def _responses(state: StateDep) -> ResponsesService:
     return state.responses
 
 
+def _admin(state: StateDep) -> AdminService:
+    return state.admin
+
+
 ChatDep = Annotated[ChatService, Depends(_chat)]
 ToneDep = Annotated[ToneService, Depends(_tone)]
 HistoryDep = Annotated[HistoryService, Depends(_history)]
 AdaptersDep = Annotated[AdapterService, Depends(_adapters)]
 ResponsesDep = Annotated[ResponsesService, Depends(_responses)]
+AdminServiceDep = Annotated[AdminService, Depends(_admin)]

@@ -40,6 +40,8 @@ async def readyz(request: Request) -> JSONResponse:
     body = {"status": "degraded" if degraded else "ready", "model": state.base_name, "backend": state.backend.kind}
     if degraded:
         body["degraded"] = degraded
+    body["control"] = state.control.status()  # the shared document's version this replica applied
+    body["replica"] = state.settings.replica_name
     if state.startup_notes:
         body["notes"] = state.startup_notes
     return JSONResponse(body)

@@ -33,10 +33,13 @@ DRAIN_LIMIT_FACTOR = 64
 
 
 class ServiceMiddleware:
-    def __init__(self, app, *, max_body_bytes: int, metrics_provider: Callable[[], Metrics | None]):
+    def __init__(
+        self, app, *, max_body_bytes: int, metrics_provider: Callable[[], Metrics | None], replica: str = "replica"
+    ):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics_provider = metrics_provider
+        self.replica = replica.encode()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -51,7 +54,8 @@ class ServiceMiddleware:
         async def tracked_send(message):
             if message["type"] == "http.response.start":
                 status["code"], status["started"] = message["status"], True
-                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+                extra = [(b"x-request-id", request_id.encode()), (b"x-tonewatch-replica", self.replica)]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 self._observe(scope, status["code"], started)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Path
 
 from app.api.auth import AdminDep
-from app.api.deps import ToneDep
+from app.api.deps import AdminServiceDep, ToneDep
 from app.api.errors import error_responses
 from app.schemas.score import PERSONA_NAME, PersonaBody, PersonaList, PersonaPublic
 
@@ -28,12 +28,12 @@ async def get_persona(name: str, _: AdminDep, tone: ToneDep) -> dict[str, Any]:
 
 
 @router.put("/{name}", response_model=PersonaPublic, responses=error_responses(400, 401, 403, 409, 503))
-async def put_persona(body: PersonaBody, _: AdminDep, tone: ToneDep, name: str = NameParam) -> dict[str, Any]:
-    persona = await tone.put_persona(name, body)
+async def put_persona(body: PersonaBody, _: AdminDep, admin: AdminServiceDep, name: str = NameParam) -> dict[str, Any]:
+    persona = await admin.put_persona(name, body)
     return persona.public()
 
 
 @router.delete("/{name}", responses=error_responses(401, 403, 404, 409, 503))
-async def delete_persona(name: str, _: AdminDep, tone: ToneDep) -> dict[str, Any]:
-    await tone.delete_persona(name)
+async def delete_persona(name: str, _: AdminDep, admin: AdminServiceDep) -> dict[str, Any]:
+    await admin.delete_persona(name)
     return {"deleted": name}

@@ -261,19 +261,13 @@ class AdapterRegistry:
 
     # ---- start-up -------------------------------------------------------------------------------------------
     async def load_startup(self, default: str | None = None) -> list[str]:
-        """Load the manifest (adapter_root/manifest.json) or every adapter folder; skip broken ones."""
+        """Load the local manifest (or every adapter folder) directly; skip broken ones. Used where no control
+        plane shares a manifest (the eval and study tools); the server seeds its control plane from read_manifest."""
         errors: list[str] = []
         self._export_active()
-        manifest = self.root / "manifest.json"
-        if manifest.is_file():
-            data = json.loads(manifest.read_text())
-            entries = [(e["name"], e["path"]) for e in data.get("adapters", [])]
-            default = default or data.get("default")
-        elif self.root.is_dir():
-            entries = [(p.name, p.name) for p in sorted(self.root.iterdir()) if (p / "adapter_config.json").is_file()]
-        else:
-            entries = []
-        for name, path in entries:
+        entries, manifest_default = read_manifest(self.root)
+        default = default or manifest_default
+        for name, path in entries.items():
             try:
                 await self.load(name, path)
             except Exception as exc:  # a broken adapter is reported, not fatal
@@ -285,3 +279,15 @@ class AdapterRegistry:
         elif default:
             errors.append(f"default adapter {default!r} is not loaded")
         return errors
+
+
+def read_manifest(root: Path) -> tuple[dict[str, str], str | None]:
+    """The adapters an adapter root ships: its manifest.json (name -> path, default), else every adapter folder."""
+    manifest = Path(root) / "manifest.json"
+    if manifest.is_file():
+        data = json.loads(manifest.read_text())
+        return {e["name"]: e["path"] for e in data.get("adapters", [])}, data.get("default")
+    if Path(root).is_dir():
+        found = sorted(p for p in Path(root).iterdir() if (p / "adapter_config.json").is_file())
+        return {p.name: p.name for p in found}, None
+    return {}, None

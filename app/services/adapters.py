@@ -20,16 +20,60 @@ from app.errors import Conflict, InvalidAdapter, NotFound, NotSupportedByBackend
 
 
 class AdapterService(Protocol):
+    shares_adapters: bool  # False behind an upstream: it owns its adapters; only routing is shared
+
     async def listing(self) -> dict[str, Any]: ...
     async def load(self, name: str, path: str, activate: bool = False) -> dict[str, Any]: ...
     async def activate(self, name: str) -> dict[str, Any]: ...
     async def unload(self, name: str) -> None: ...
     async def profile(self, name: str) -> dict[str, Any]: ...
+    def active(self) -> str | None: ...
+    def relative_path(self, name: str) -> str | None: ...
+    async def sync(self, wanted: dict[str, str], default: str | None) -> dict[str, str]:
+        """Bring this replica in line with the shared manifest; name -> error for what it could not apply."""
 
 
 class EmbeddedAdapters:
+    shares_adapters = True
+
     def __init__(self, registry: AdapterRegistry):
         self.registry = registry
+
+    def active(self) -> str | None:
+        return self.registry.active
+
+    def relative_path(self, name: str) -> str | None:
+        record = self.registry.adapters.get(name)
+        if record is None:
+            return None
+        root = Path(self.registry.root).resolve()
+        path = record.spec.path
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+    async def sync(self, wanted: dict[str, str], default: str | None) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        for name, path in wanted.items():
+            current = self.relative_path(name)
+            if current == path:
+                continue
+            try:
+                if current is not None:  # the same name now points at other files: reload it
+                    await self.registry.unload(name)
+                await self.registry.load(name, path)
+            except Exception as exc:
+                errors[name] = getattr(exc, "message", str(exc))
+        if default is not None and default not in self.registry.adapters:
+            errors.setdefault(default, "it is the shared default, but it is not loaded on this replica")
+        elif self.registry.active != default:
+            await self.registry.activate(default)
+        for name in set(self.registry.adapters) - set(wanted):
+            if name == self.registry.active:
+                continue
+            try:
+                await self.registry.unload(name)
+            except Exception as exc:
+                errors[name] = f"not unloaded: {getattr(exc, 'message', exc)}"
+        return errors
 
     async def listing(self) -> dict[str, Any]:
         registry = self.registry
@@ -56,6 +100,8 @@ class GatewayAdapters:
     with any upstream; load/unload forward to vLLM's runtime LoRA endpoints after Tonewatch's own validation of the
     name and files (inside the adapter root, safetensors only, rank and size bounds); other engines answer 501."""
 
+    shares_adapters = False
+
     def __init__(
         self,
         backend: UpstreamBackend,
@@ -74,6 +120,16 @@ class GatewayAdapters:
         self.max_bytes = max_bytes
         self._paths: dict[str, Path] = {}  # adapters loaded through us: name -> local folder (for profiles)
         self._lock = asyncio.Lock()
+
+    def active(self) -> str | None:
+        return self.backend.active
+
+    def relative_path(self, name: str) -> str | None:
+        return None
+
+    async def sync(self, wanted: dict[str, str], default: str | None) -> dict[str, str]:
+        self.backend.active = default  # routing is shared; the upstream owns its adapters
+        return {}
 
     async def _is_vllm(self) -> bool:
         if self.kind == "auto":

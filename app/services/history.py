@@ -56,7 +56,9 @@ class HistoryService:
         *,
         prompt_chars: int = 2000,
         redact_text: bool = False,
+        replica: str = "replica",
     ):
+        self.replica = replica  # the `replica` label of the per-replica stream metrics
         self.store = store
         self.spill = spill
         self.drift = sessions
@@ -133,7 +135,7 @@ class HistoryService:
     def _update_stream(self, label: str, persona: str, obs: drift.Observation, baseline: drift.Baseline | None) -> None:
         state, report = drift.update(self._streams.get((label, persona)), obs, baseline, self.params)
         self._streams[(label, persona)] = state
-        self.metrics.drift_score.labels(label, persona).set(report.score)
+        self.metrics.drift_score.labels(label, persona, self.replica).set(report.score)
 
     def _spikes(self, label: str, latency: dict[str, float]) -> list[str]:
         flagged = []
@@ -146,7 +148,7 @@ class HistoryService:
                 continue
             if self.spikes.observe((label, kind), float(value)).spike:
                 flagged.append(kind)
-                self.metrics.latency_spikes.labels(label, kind).inc()
+                self.metrics.latency_spikes.labels(label, kind, self.replica).inc()
         return flagged
 
     def _touch(self, session_id: str, alert: bool) -> None:

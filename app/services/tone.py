@@ -5,30 +5,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from app.errors import Conflict, StoreDown
+from app.errors import Conflict
 from app.schemas.score import PersonaBody, ScoreRequest
 from app.scoring.personas import Persona
 from app.scoring.scorer import ToneScorer
 from app.services.history import HistoryService, TurnInput
-from app.store.base import StoreUnavailable
 
 log = logging.getLogger("tonewatch.tone")
 EXTERNAL = "external"
-
-
-class PersonaStore(Protocol):
-    async def put_persona(self, name: str, data: dict) -> None: ...
-    async def get_personas(self) -> dict[str, dict]: ...
-    async def delete_persona(self, name: str) -> bool: ...
 
 
 class ToneService:
     def __init__(
         self,
         scorer: ToneScorer,
-        store: PersonaStore | None,
         *,
         default_persona: str | None = None,
         history: HistoryService | None = None,
@@ -36,7 +28,6 @@ class ToneService:
         served_models: Callable[[], set[str]] = set,
     ):
         self.scorer = scorer
-        self.store = store
         self.default_persona = default_persona
         self.history = history
         self.score_sources = set(score_sources or [])
@@ -50,22 +41,33 @@ class ToneService:
         return EXTERNAL
 
     # ---- personas -------------------------------------------------------------------------------------------
-    async def restore_personas(self) -> None:
-        """API-defined personas persist in the store; a broken one is logged and skipped, not fatal."""
-        if self.store is None:
-            return
-        for name, data in (await self.store.get_personas()).items():
+    async def sync_personas(self, wanted: dict[str, dict]) -> dict[str, str]:
+        """Bring the API-defined personas in line with the shared document; returns name -> error for those this
+        replica could not build (the others are installed regardless)."""
+        errors: dict[str, str] = {}
+        current = {name: p for name, p in self.scorer.personas.items() if p.source == "api"}
+        for name in set(current) - set(wanted):
+            del self.scorer.personas[name]
+        for name, definition in wanted.items():
+            existing = self.scorer.personas.get(name)
+            if existing is not None and existing.source == "file":
+                errors[name] = "a shipped persona has this name; the shared definition is ignored here"
+                continue
+            if existing is not None and existing.definition() == {"name": name, **_definition(definition)}:
+                continue
             try:
-                persona = Persona(
-                    name=name,
-                    exemplars=data["exemplars"],
-                    description=data.get("description", ""),
-                    target=data.get("target") or {},
-                    source="api",
+                self.scorer.personas[name] = await self.scorer.build_persona(
+                    Persona(
+                        name=name,
+                        exemplars=definition["exemplars"],
+                        description=definition.get("description", ""),
+                        target=definition.get("target") or {},
+                        source="api",
+                    )
                 )
-                self.scorer.personas[name] = await self.scorer.build_persona(persona)
-            except Exception:
-                log.exception("skipping stored persona %s", name)
+            except Exception as exc:
+                errors[name] = getattr(exc, "message", str(exc))
+        return errors
 
     def persona_for(self, requested: str | None, adapter: str | None) -> str | None:
         if requested is not None:
@@ -81,33 +83,28 @@ class ToneService:
     def list_personas(self) -> list[Persona]:
         return list(self.scorer.personas.values())
 
-    async def put_persona(self, name: str, body: PersonaBody) -> Persona:
+    async def build_persona(self, name: str, body: PersonaBody) -> Persona:
+        """Validate and calibrate (nothing is installed: the caller shares it first, so a failure changes nothing)."""
         existing = self.scorer.personas.get(name)
         if existing is not None and existing.source == "file":
             raise Conflict(f"persona {name!r} ships with the service (models/personas); choose another name")
         target = body.target.model_dump(exclude_none=True) if body.target else {}
-        persona = await self.scorer.build_persona(
+        return await self.scorer.build_persona(
             Persona(name=name, exemplars=body.exemplars, description=body.description, target=target, source="api")
         )
-        if self.store is not None:
-            try:
-                await self.store.put_persona(name, persona.definition())
-            except StoreUnavailable as exc:
-                raise StoreDown("persona store is unavailable; nothing was changed, retry later") from exc
-        self.scorer.personas[name] = persona
-        return persona
 
-    async def delete_persona(self, name: str) -> None:
+    def install_persona(self, persona: Persona) -> None:
+        self.scorer.personas[persona.name] = persona
+
+    def removable_persona(self, name: str) -> Persona:
         persona = self.scorer.get_persona(name)
         assert persona is not None
         if persona.source == "file":
             raise Conflict(f"persona {name!r} ships with the service and cannot be deleted")
-        if self.store is not None:
-            try:
-                await self.store.delete_persona(name)
-            except StoreUnavailable as exc:
-                raise StoreDown("persona store is unavailable; nothing was changed, retry later") from exc
-        del self.scorer.personas[name]
+        return persona
+
+    def remove_persona(self, name: str) -> None:
+        self.scorer.personas.pop(name, None)
 
     # ---- scoring --------------------------------------------------------------------------------------------
     async def score(
@@ -138,3 +135,7 @@ class ToneService:
                     )
                 )
         return results
+
+
+def _definition(d: dict) -> dict:
+    return {"description": d.get("description", ""), "exemplars": d["exemplars"], "target": d.get("target") or {}}

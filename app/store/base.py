@@ -74,6 +74,14 @@ class SessionDeleted(Exception):
 REFUSED = 0  # what `append` returns for a turn older than the session's deletion
 
 
+class VersionConflict(Exception):
+    """The control document changed since it was read (another admin write won); re-read and retry."""
+
+    def __init__(self, current: int):
+        super().__init__(f"control document is at version {current}")
+        self.current = current
+
+
 def session_state_key(session_id: str, name: str | None = None) -> str:
     """The state key owned by `session_id` (deleted with the session): the id itself, or ``"<id>/<name>"``."""
     return session_id if not name else f"{session_id}{STATE_SEP}{name}"
@@ -113,11 +121,11 @@ class SessionStore(Protocol):
 
     async def get_state(self, key: str) -> dict | None: ...
 
-    async def put_persona(self, name: str, data: dict) -> None: ...
+    async def get_control(self) -> tuple[int, dict]:
+        """(version, document) of the shared control plane: personas, adapter manifest, default; (0, {}) if none."""
 
-    async def get_personas(self) -> dict[str, dict]: ...
-
-    async def delete_persona(self, name: str) -> bool: ...
+    async def cas_control(self, expected: int, doc: dict) -> int:
+        """Replace the document if it is still at `expected`; return the new version, else raise VersionConflict."""
 
     async def close(self) -> None: ...
 

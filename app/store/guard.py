@@ -109,11 +109,14 @@ class GuardedStore:
     async def get_state(self, key: str) -> dict | None:
         return await self._call("get_state", lambda: self.inner.get_state(key))
 
-    async def put_persona(self, name: str, data: dict) -> None:
-        await self._call("put_persona", lambda: self.inner.put_persona(name, data), self.timeout_s * 4)
+    async def get_control(self) -> tuple[int, dict]:
+        return await self._call("get_control", self.inner.get_control, self.timeout_s * 4)
 
-    async def get_personas(self) -> dict[str, dict]:
-        return await self._call("get_personas", self.inner.get_personas, self.timeout_s * 8)
+    async def cas_control(self, expected: int, doc: dict) -> int:
+        # VersionConflict is an answer, not an outage: it passes through without tripping the breaker
+        return await self._call("cas_control", lambda: self.inner.cas_control(expected, doc), self.timeout_s * 4)
 
-    async def delete_persona(self, name: str) -> bool:
-        return await self._call("delete_persona", lambda: self.inner.delete_persona(name), self.timeout_s * 4)
+    def watch_control(self):
+        """The inner store's change feed (Redis pub/sub), or None (SQLite: the control plane polls)."""
+        watch = getattr(self.inner, "watch_control", None)
+        return watch() if watch is not None else None

@@ -29,10 +29,12 @@ from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 
-from app.store.base import STATE_SEP, SessionDeleted, StoreUnavailable, Turn, dumps, state_owner
+from app.store.base import STATE_SEP, SessionDeleted, StoreUnavailable, Turn, VersionConflict, dumps, state_owner
 
 log = logging.getLogger("tonewatch.store.redis")
 
@@ -72,6 +74,43 @@ end
 return seq
 """
 
+# KEYS: state, tomb, stkeys   ARGV: expected JSON ('' = absent), new JSON, ttl_s, created_after ('' = none), key
+# Optimistic update as one script (works on a cluster too: all of a session's keys share its hash slot):
+# 0 = the state changed meanwhile (retry), -1 = the session was deleted after `created_after`, 1 = written.
+_CAS_STATE_LUA = """
+if ARGV[4] ~= '' then
+  local tomb = redis.call('GET', KEYS[2])
+  if tomb and tonumber(ARGV[4]) <= tonumber(tomb) then return -1 end
+end
+local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[1] then return 0 end
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl) else redis.call('SET', KEYS[1], ARGV[2]) end
+if KEYS[3] ~= KEYS[1] then
+  redis.call('SADD', KEYS[3], ARGV[5])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[3], ttl) end
+end
+return 1
+"""
+
+# KEYS: the session's keys to delete..., tomb (last)   ARGV: now, ttl_s
+_DELETE_LUA = """
+local n = 0
+for i = 1, #KEYS - 1 do n = n + redis.call('DEL', KEYS[i]) end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('SET', KEYS[#KEYS], ARGV[1], 'EX', ttl) else redis.call('SET', KEYS[#KEYS], ARGV[1]) end
+return n
+"""
+
+# KEYS: control   ARGV: expected version, new doc JSON, channel
+_CAS_CONTROL_LUA = """
+local v = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if v ~= tonumber(ARGV[1]) then return -v - 1 end
+redis.call('HSET', KEYS[1], 'version', v + 1, 'doc', ARGV[2])
+redis.call('PUBLISH', ARGV[3], v + 1)
+return v + 1
+"""
+
 # KEYS: turns   ARGV: after, limit. Seqs in the list are contiguous, so the slice is computed from the first one.
 _PAGE_LUA = """
 local first = redis.call('LINDEX', KEYS[1], 0)
@@ -102,18 +141,16 @@ class RedisStore:
         self.state_retries = state_retries
         # Fail fast: two quick reconnect attempts (enough to get past connections a restarted server dropped), not
         # redis-py's default ten with up to 1 s backoff; the caller (ResilientHistory) owns the longer retries.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=max(socket_timeout * 5, 1.0),
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            decode_responses=True,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=2),
-        )
-        self._r = aioredis.Redis.from_pool(pool)
+        self._r = connect(url, socket_timeout=socket_timeout, max_connections=max_connections)
+        self.cluster = isinstance(self._r, RedisCluster)
+        self._initialized = False
+        self._init_lock = asyncio.Lock()
         self._append = self._r.register_script(_APPEND_LUA)
         self._page = self._r.register_script(_PAGE_LUA)
+        self._cas_state = self._r.register_script(_CAS_STATE_LUA)
+        self._delete = self._r.register_script(_DELETE_LUA)
+        self._cas_control = self._r.register_script(_CAS_CONTROL_LUA)
+        self.control_channel = f"{prefix}control"
 
     # keys
     def _sk(self, session_id: str, what: str) -> str:
@@ -126,9 +163,19 @@ class RedisStore:
     @contextlib.asynccontextmanager
     async def _io(self, what: str) -> AsyncIterator[None]:
         try:
+            if self.cluster and not self._initialized:
+                await self._initialize()
             yield
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis {what}: {type(exc).__name__}: {exc}") from exc
+
+    async def _initialize(self) -> None:
+        # redis-py's async cluster client races when its first commands run concurrently (each starts the
+        # topology discovery; connections get torn down under each other): discover once, in order.
+        async with self._init_lock:
+            if not self._initialized:
+                await self._r.initialize()
+                self._initialized = True
 
     # protocol
     async def ping(self) -> None:
@@ -167,10 +214,9 @@ class RedisStore:
             owned = await self._r.smembers(index)
             keys = [self._sk(session_id, w) for w in ("turns", "seq", "reqs")]
             keys += [index, self._state_key(session_id)] + [self._state_key(k) for k in owned]
-            async with self._r.pipeline(transaction=True) as pipe:
-                pipe.delete(*keys)
-                pipe.set(self._sk(session_id, "tomb"), repr(time.time()), ex=self.ttl_s or None)
-                deleted, _ = await pipe.execute()
+            deleted = await self._delete(
+                keys=[*keys, self._sk(session_id, "tomb")], args=[repr(time.time()), self.ttl_s]
+            )
             return int(deleted) > 0
 
     async def update_state(
@@ -178,30 +224,19 @@ class RedisStore:
     ) -> dict:
         rkey = self._state_key(key)
         owner = state_owner(key)
-        index = self._sk(owner, "stkeys") if STATE_SEP in key else None
-        tomb = self._sk(owner, "tomb")
-        ttl = self.ttl_s or None
+        index = self._sk(owner, "stkeys") if STATE_SEP in key else rkey
+        keys = [rkey, self._sk(owner, "tomb"), index]
+        after = "" if created_after is None else repr(float(created_after))
         async with self._io("update_state"):
             for attempt in range(self.state_retries):
-                try:
-                    async with self._r.pipeline(transaction=True) as pipe:
-                        await pipe.watch(rkey, tomb)
-                        if created_after is not None:
-                            deleted_at = await pipe.get(tomb)
-                            if deleted_at is not None and created_after <= float(deleted_at):
-                                raise SessionDeleted(f"session {owner!r} was deleted after this turn")
-                        raw = await pipe.get(rkey)
-                        new = fn(json.loads(raw) if raw is not None else None)
-                        pipe.multi()
-                        pipe.set(rkey, dumps(new), ex=ttl)
-                        if index:
-                            pipe.sadd(index, key)
-                            if ttl:
-                                pipe.expire(index, ttl)
-                        await pipe.execute()
-                        return new
-                except rexc.WatchError:
-                    await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(attempt, 10))))
+                raw = await self._r.get(rkey)
+                new = fn(json.loads(raw) if raw is not None else None)
+                written = int(await self._cas_state(keys=keys, args=[raw or "", dumps(new), self.ttl_s, after, key]))
+                if written == 1:
+                    return new
+                if written == -1:
+                    raise SessionDeleted(f"session {owner!r} was deleted after this turn")
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(attempt, 10))))
         raise StoreUnavailable(f"redis update_state: {key!r} still contended after {self.state_retries} attempts")
 
     async def get_state(self, key: str) -> dict | None:
@@ -209,19 +244,60 @@ class RedisStore:
             raw = await self._r.get(self._state_key(key))
         return json.loads(raw) if raw is not None else None
 
-    async def put_persona(self, name: str, data: dict) -> None:
-        async with self._io("put_persona"):
-            await self._r.hset(f"{self.prefix}personas", name, dumps(data))
+    # the control plane's document: {"personas": {...}, "adapters": {...}, "default": ...}, versioned
+    async def get_control(self) -> tuple[int, dict]:
+        async with self._io("get_control"):
+            raw = await self._r.hgetall(f"{self.prefix}control")
+        return int(raw.get("version", 0)), json.loads(raw["doc"]) if raw.get("doc") else {}
 
-    async def get_personas(self) -> dict[str, dict]:
-        async with self._io("get_personas"):
-            raw = await self._r.hgetall(f"{self.prefix}personas")
-        return {name: json.loads(v) for name, v in raw.items()}
+    async def cas_control(self, expected: int, doc: dict) -> int:
+        async with self._io("cas_control"):
+            result = int(
+                await self._cas_control(
+                    keys=[f"{self.prefix}control"], args=[expected, dumps(doc), self.control_channel]
+                )
+            )
+        if result < 0:
+            raise VersionConflict(-result - 1)
+        return result
 
-    async def delete_persona(self, name: str) -> bool:
-        async with self._io("delete_persona"):
-            return int(await self._r.hdel(f"{self.prefix}personas", name)) > 0
+    async def watch_control(self) -> AsyncIterator[int]:
+        """Versions as they are published (pub/sub); ends when the connection breaks (callers poll too)."""
+        pubsub = self._r.pubsub()
+        try:
+            await pubsub.subscribe(self.control_channel)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    yield int(message["data"])
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self._r.aclose()
+
+
+def connect(url: str, *, socket_timeout: float, max_connections: int):
+    """A client for `url`: redis:// or rediss:// (one server), rediscluster://host:port[,host:port...] (a Redis
+    Cluster, from its seed nodes), redis+sentinel://host:port[,host:port...]/<master name>[/db] (Sentinel)."""
+    # Fail fast: two quick reconnect attempts (enough to get past connections a restarted server dropped), not
+    # redis-py's default ten with up to 1 s backoff; the callers own the longer retries (circuit breaker, spill).
+    retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=2)
+    common = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, "decode_responses": True}
+    scheme, _, rest = url.partition("://")
+    if scheme == "rediscluster":
+        seeds = (n.partition(":") for n in rest.split("/")[0].split(","))
+        nodes = [ClusterNode(host, int(port or 6379)) for host, _, port in seeds]
+        return RedisCluster(startup_nodes=nodes, max_connections=max_connections, retry=retry, **common)
+    if scheme == "redis+sentinel":
+        hosts, _, path = rest.partition("/")
+        name, _, db = path.partition("/")
+        sentinels = [(h, int(p or 26379)) for h, _, p in (n.partition(":") for n in hosts.split(","))]
+        return Sentinel(sentinels, **common).master_for(
+            name or "mymaster", db=int(db or 0), retry=retry, max_connections=max_connections
+        )
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=max(socket_timeout * 5, 1.0), retry=retry, **common
+    )
+    return aioredis.Redis.from_pool(pool)

@@ -18,7 +18,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from app.store.base import REFUSED, STATE_SEP, SessionDeleted, StoreUnavailable, Turn, dumps, state_owner
+from app.store.base import (
+    REFUSED,
+    STATE_SEP,
+    SessionDeleted,
+    StoreUnavailable,
+    Turn,
+    VersionConflict,
+    dumps,
+    state_owner,
+)
 
 T = TypeVar("T")
 
@@ -33,7 +42,7 @@ CREATE TABLE IF NOT EXISTS turns (
     UNIQUE (session_id, request_id)
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, json TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS personas (name TEXT PRIMARY KEY, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS control (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tombstones (session_id TEXT PRIMARY KEY, deleted_at REAL NOT NULL);
 """
 TOMBSTONE_TTL_S = 30 * 86400
@@ -166,24 +175,28 @@ class SQLiteStore:
         )
         return json.loads(row[0]) if row else None
 
-    async def put_persona(self, name: str, data: dict) -> None:
-        body = dumps(data)
-        await self._run(
-            "put_persona",
-            lambda db: db.execute(
-                "INSERT INTO personas (name, json) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET json=excluded.json",
-                (name, body),
-            ),
+    async def get_control(self) -> tuple[int, dict]:
+        row = await self._run(
+            "get_control", lambda db: db.execute("SELECT version, doc FROM control WHERE id = 1").fetchone()
         )
+        return (int(row[0]), json.loads(row[1])) if row else (0, {})
 
-    async def get_personas(self) -> dict[str, dict]:
-        rows = await self._run("get_personas", lambda db: db.execute("SELECT name, json FROM personas").fetchall())
-        return {name: json.loads(js) for name, js in rows}
+    async def cas_control(self, expected: int, doc: dict) -> int:
+        body = dumps(doc)
 
-    async def delete_persona(self, name: str) -> bool:
-        return await self._run(
-            "delete_persona", lambda db: db.execute("DELETE FROM personas WHERE name=?", (name,)).rowcount > 0
-        )
+        def tx(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT version FROM control WHERE id = 1").fetchone()
+            current = int(row[0]) if row else 0
+            if current != expected:
+                raise VersionConflict(current)
+            db.execute(
+                "INSERT INTO control (id, version, doc) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "version = excluded.version, doc = excluded.doc",
+                (current + 1, body),
+            )
+            return current + 1
+
+        return await self._run("cas_control", lambda db: self._write(db, tx))
 
     async def close(self) -> None:
         def shut() -> None:

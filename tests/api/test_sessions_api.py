@@ -107,7 +107,7 @@ def test_session_endpoints_validate_and_delete(app_client):
 def test_drift_metrics_exported(app_client):
     text = app_client.get("/metrics").text
     assert 'tonewatch_tone_drift_alerts_total{adapter="external",persona="support-friendly"}' in text
-    assert 'tonewatch_tone_drift_score{adapter="external",persona="support-friendly"}' in text
+    assert 'tonewatch_tone_drift_score{adapter="external",persona="support-friendly",replica=' in text
     assert "tonewatch_sessions_active" in text and "tonewatch_history_write_seconds_count" in text
 
 

@@ -168,12 +168,121 @@ class Backend:
         return store
 
 
-@pytest.fixture(params=["redis", "sqlite"])
+def free_cluster_port() -> int:
+    """A free port p <= 55535 whose cluster bus port p + 10000 is free too (Redis Cluster's rule)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 55535)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisClusterServers:
+    """A real 3-master Redis Cluster on loopback: three redis-server --cluster-enabled yes, joined by
+    redis-cli --cluster create."""
+
+    def __init__(self, workdir: Path, masters: int = 3):
+        self.ports = [free_cluster_port() for _ in range(masters)]
+        self.procs: list[subprocess.Popen] = []
+        for port in self.ports:
+            d = workdir / f"node-{port}"
+            d.mkdir(parents=True, exist_ok=True)
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(d / "nodes.conf"),
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(d),
+                        "--logfile",
+                        str(d / "redis.log"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port in self.ports:
+            deadline = time.monotonic() + 10
+            while not _answers(f"redis://127.0.0.1:{port}/0"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"cluster node {port} did not start")
+                time.sleep(0.05)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{p}" for p in self.ports],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 20
+        while True:  # wait until every slot is served
+            info = subprocess.run(
+                ["redis-cli", "-p", str(self.ports[0]), "cluster", "info"], capture_output=True, text=True, timeout=5
+            ).stdout
+            if "cluster_state:ok" in info:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster did not become ok: {info}")
+            time.sleep(0.1)
+
+    @property
+    def url(self) -> str:
+        return "rediscluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory) -> Iterator[RedisClusterServers]:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.fail("redis-server / redis-cli are not installed: run `make system-deps`")
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["redis", "sqlite", "cluster"])
 async def backend(request, tmp_path) -> AsyncIterator[Backend]:
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
         prefix = request.getfixturevalue("redis_prefix")
         b = Backend("redis", lambda **kw: RedisStore(url, prefix=prefix, **kw))
+    elif request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        prefix = f"twtest:{uuid.uuid4().hex[:12]}:"
+        b = Backend("cluster", lambda **kw: RedisStore(cluster.url, prefix=prefix, **kw))
     else:
         path = tmp_path / "history.db"
         b = Backend("sqlite", lambda **kw: SQLiteStore(path, **kw))

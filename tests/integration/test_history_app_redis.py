@@ -148,3 +148,22 @@ def test_a_hung_redis_costs_requests_nothing(redis_server, tmp_path):
         wait_drained(client)
         assert [t["seq"] for t in turns_of(client, "hang-1")] == list(range(1, len(SCRIPT) + 1))
         assert drift_of(client, "hang-1") == drift_of(client, "calm-2")
+
+
+def test_the_app_on_a_real_redis_cluster(redis_cluster, tmp_path):
+    """TONEWATCH_REDIS_URL=rediscluster://...: turns, drift state, deletion tombstones and the control document all
+    work on a 3-master cluster (every key of a session shares one hash slot)."""
+    settings = settings_for(redis_cluster.url, tmp_path)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").json()["status"] == "ready"
+        for i in range(len(SCRIPT)):
+            post_turn(client, "cluster-1", i)
+            post_turn(client, f"cluster-spread-{i}", i)  # sessions on many slots / masters
+        got = turns_of(client, "cluster-1")
+        assert [t["seq"] for t in got] == list(range(1, len(SCRIPT) + 1))
+        assert drift_of(client, "cluster-1")["turns"] == len(SCRIPT)
+        persona = {"exemplars": ["Hi there!", "Thanks a lot!", "Happy to help!", "No worries!", "Lovely!"]}
+        assert client.put("/admin/personas/cluster-voice", json=persona, headers=AUTH).status_code == 200
+        assert client.get("/readyz").json()["control"]["version"] >= 1
+        assert client.delete("/v1/sessions/cluster-1", headers=AUTH).json()["existed"] is True
+        assert client.get("/v1/sessions/cluster-1", headers=AUTH).status_code == 404

@@ -27,6 +27,7 @@ EXPECTED_EMPTY = {
     "alert:HistoryTurnsDropped",
     "alert:ServiceDown",
     "alert:LatencyP99High",
+    "alert:ReplicasDiverged",
 }
 FRIENDLY = "Thanks so much for your patience! I'm really happy to help, have a lovely day!"
 ROBOTIC = "Request closed. Ticket 4411. No further action."

@@ -218,21 +218,42 @@ async def test_update_state_fn_sees_current_value_and_errors_propagate(store: Se
     assert await store.update_state("k", fn) == {"v": 3, "nested": {"list": [1, 2.5, None, "ü"]}}
 
 
-async def test_personas_crud_and_persistence(backend):
-    store = backend.open()
-    assert await store.get_personas() == {}
-    concierge = {"description": "Warm, formal hotel concierge", "centroid": [0.1, -0.2, 0.3], "radius": 0.42}
-    await store.put_persona("concierge", concierge)
-    await store.put_persona("pirate", {"description": "Arr ☠️", "radius": 1.0})
-    assert await store.get_personas() == {"concierge": concierge, "pirate": {"description": "Arr ☠️", "radius": 1.0}}
-    await store.put_persona("pirate", {"description": "updated"})
-    assert (await store.get_personas())["pirate"] == {"description": "updated"}
-    assert await store.delete_persona("pirate") is True
-    assert await store.delete_persona("pirate") is False
-    await store.close()
+async def test_control_document_is_versioned_compare_and_set(backend):
+    from app.store.base import VersionConflict
 
-    reopened = backend.open()  # a restart: definitions persist
-    assert await reopened.get_personas() == {"concierge": concierge}
+    store = backend.open()
+    assert await store.get_control() == (0, {})
+    doc = {"personas": {"pirate": {"description": "Arr ☠️", "exemplars": ["a"]}}, "adapters": {}, "default": None}
+    assert await store.cas_control(0, doc) == 1
+    with pytest.raises(VersionConflict) as info:  # a writer that read version 0 lost the race
+        await store.cas_control(0, {"personas": {}})
+    assert info.value.current == 1
+    assert await store.cas_control(1, {**doc, "default": "acme"}) == 2
+    await store.close()
+    reopened = backend.open()  # a restart: the document persists
+    assert await reopened.get_control() == (2, {**doc, "default": "acme"})
+
+
+async def test_concurrent_control_writers_never_lose_an_update(backend):
+    """Eight writers each add their own key with read-modify-CAS: all eight survive (no lost update)."""
+    from app.store.base import VersionConflict
+
+    stores = [backend.open() for _ in range(4)]
+
+    async def writer(i: int):
+        store = stores[i % len(stores)]
+        while True:
+            version, doc = await store.get_control()
+            doc = {**doc, "adapters": {**doc.get("adapters", {}), f"a{i}": f"p{i}"}}
+            try:
+                return await store.cas_control(version, doc)
+            except VersionConflict:
+                await asyncio.sleep(0.001 * i)
+
+    versions = await asyncio.gather(*(writer(i) for i in range(8)))
+    assert sorted(versions) == list(range(1, 9))
+    _, doc = await stores[0].get_control()
+    assert doc["adapters"] == {f"a{i}": f"p{i}" for i in range(8)}
 
 
 async def test_history_persists_across_reopen(backend):
@@ -270,8 +291,9 @@ async def test_unicode_text_round_trips(store: SessionStore, text: str):
     assert await store.append(t) == 1
     [got] = await store.get_turns("sess-ü")
     assert strip_seq(got) == strip_seq(t)
-    await store.put_persona("ペルソナ ☕", {"text": text})
-    assert (await store.get_personas())["ペルソナ ☕"] == {"text": text}
+    version, _ = await store.get_control()
+    await store.cas_control(version, {"personas": {"ペルソナ ☕": {"text": text}}})
+    assert (await store.get_control())[1]["personas"]["ペルソナ ☕"] == {"text": text}
 
 
 async def test_large_turn(store: SessionStore):
@@ -304,8 +326,8 @@ async def test_redis_ttl_is_set_on_write(redis_url, redis_prefix):
         await store.update_state("sess-1/drift", increment)
         for key in ("s:{sess-1}:turns", "s:{sess-1}:seq", "s:{sess-1}:reqs", "s:{sess-1}:stkeys", "st:{sess-1}/drift"):
             assert 0 < await raw.ttl(redis_prefix + key) <= 300, key
-        await store.put_persona("p", {})
-        assert await raw.ttl(redis_prefix + "personas") == -1  # personas never expire
+        await store.cas_control(0, {"personas": {"p": {}}})
+        assert await raw.ttl(redis_prefix + "control") == -1  # the control document never expires
     finally:
         await raw.aclose()
         await store.close()
@@ -322,7 +344,7 @@ async def test_unreachable_store_raises_store_unavailable(tmp_path):
             store.append(make_turn()),
             store.get_turns("x"),
             store.update_state("k", increment),
-            store.get_personas(),
+            store.get_control(),
         ):
             with pytest.raises(StoreUnavailable) as info:
                 await call

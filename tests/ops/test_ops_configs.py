@@ -28,38 +28,24 @@ RULE_FILES = [PROM_DIR / "rules" / "recording.yml", PROM_DIR / "rules" / "alerts
 RULE_TESTS = sorted((PROM_DIR / "tests").glob("*.yml"))
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 
-HISTOGRAMS = {
-    "tonewatch_request_latency_seconds",
-    "tonewatch_time_to_first_token_seconds",
-    "tonewatch_inter_token_latency_seconds",
-    "tonewatch_queue_wait_seconds",
-    "tonewatch_batch_size",
-    "tonewatch_adapter_load_seconds",
-    "tonewatch_persona_distance",
-    "tonewatch_tone_dimension",
-    "tonewatch_scoring_seconds",
-    "tonewatch_history_write_seconds",
-}
-OTHER_METRICS = {
-    "tonewatch_prompt_tokens_total",
-    "tonewatch_generated_tokens_total",
-    "tonewatch_requests_total",
-    "tonewatch_queue_depth",
-    "tonewatch_adapter_loads_total",
-    "tonewatch_adapter_swaps_total",
-    "tonewatch_adapters_loaded",
-    "tonewatch_active_adapter",
-    "tonewatch_tone_label_total",
-    "tonewatch_persona_mismatch_total",
-    "tonewatch_tone_drift_score",
-    "tonewatch_tone_drift_alerts_total",
-    "tonewatch_sessions_active",
-    "tonewatch_sessions_drifting",
-    "tonewatch_history_write_errors_total",
-    "tonewatch_history_spilled_turns",
-    "tonewatch_history_dropped_turns_total",
-    "tonewatch_latency_spikes_total",
-}
+
+def _declared_metrics() -> tuple[set[str], set[str]]:
+    """(histogram base names, every other exported name) from the service's own Metrics: rules and dashboards
+    may only use what the service really exports."""
+    from app.metrics import Metrics
+
+    histograms, others = set(), set()
+    for family in Metrics().registry.collect():
+        if family.type == "histogram":
+            histograms.add(family.name)
+        elif family.type == "counter":
+            others.add(family.name + "_total")
+        else:
+            others.add(family.name)
+    return histograms, others
+
+
+HISTOGRAMS, OTHER_METRICS = _declared_metrics()
 KNOWN_METRICS = HISTOGRAMS | OTHER_METRICS
 
 REQUIRED_ALERTS = {
@@ -230,3 +216,66 @@ def test_every_alert_has_firing_and_silent_unit_test():
     alerts = {rule["alert"] for rule in promql.rules() if "alert" in rule}
     assert alerts <= firing, f"alerts never expected to fire: {sorted(alerts - firing)}"
     assert alerts <= silent, f"alerts never expected to stay silent: {sorted(alerts - silent)}"
+
+
+# ---------------------------------------------------------------- several replicas
+
+
+def test_compose_replicas_profile():
+    env = dict(os.environ, TONEWATCH_ADMIN_TOKEN="test-token-0123456789")
+    _run([_tool("docker-compose"), "-f", str(COMPOSE_FILE), "--profile", "replicas", "config", "-q"], env=env)
+    config = yaml.safe_load(COMPOSE_FILE.read_text())
+    replicas = [n for n in config["services"] if n.startswith("tonewatch-r")]
+    assert len(replicas) == 3
+    urls = {config["services"][n]["environment"]["TONEWATCH_REDIS_URL"] for n in replicas}
+    assert urls == {"redis://redis:6379/0"}  # one shared Redis
+    assert {config["services"][n]["environment"]["TONEWATCH_REPLICA_NAME"] for n in replicas} == {"r1", "r2", "r3"}
+
+
+def test_nginx_configs_agree_and_parse(tmp_path):
+    """compose.conf is tonewatch.conf rendered for compose; the loopback rendering the tests run passes nginx -t."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        pytest.fail("nginx is not installed: run `make system-deps` (Debian package nginx-light)")
+    template = (REPO_ROOT / "docker" / "nginx" / "tonewatch.conf").read_text()
+    compose = (REPO_ROOT / "docker" / "nginx" / "compose.conf").read_text()
+
+    def body(text: str) -> str:
+        return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+
+    servers = "\n".join(f"        server tonewatch-r{i}:8000 max_fails=1 fail_timeout=2s;" for i in (1, 2, 3))
+    rendered = (
+        template.replace("${NGINX_PID}", "/tmp/nginx.pid")
+        .replace("${NGINX_TMP}", "/tmp")
+        .replace("${NGINX_UPSTREAMS}", servers)
+        .replace("${NGINX_LISTEN}", "8080")
+    )
+    assert body(rendered) == body(compose)
+    (tmp_path / "tmp").mkdir()
+    local = template.replace("${NGINX_PID}", str(tmp_path / "nginx.pid")).replace("${NGINX_TMP}", str(tmp_path / "tmp"))
+    local = local.replace("${NGINX_UPSTREAMS}", "        server 127.0.0.1:9;").replace("${NGINX_LISTEN}", "127.0.0.1:9")
+    (tmp_path / "nginx.conf").write_text(local)
+    proc = subprocess.run(
+        [nginx, "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_kubernetes_manifests_validate():
+    from kubernetes_validate import validate
+
+    k8s = REPO_ROOT / "docker" / "k8s"
+    kinds = {}
+    for path in sorted(k8s.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            validate(doc, "1.30.0", strict=True)  # raises on any schema violation or unknown field
+            kinds[doc["kind"]] = doc
+    assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= set(kinds)
+    container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    metric = kinds["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    assert metric == "tonewatch_queue_depth" and metric in OTHER_METRICS
