@@ -24,6 +24,7 @@ from app.metrics import Metrics
 from app.scoring.scorer import ToneScorer
 from app.services.adapters import EmbeddedAdapters, GatewayAdapters
 from app.services.admin import AdminService, ReplicaApplier
+from app.services.canary import CanaryService
 from app.services.chat import ChatService
 from app.services.control import ControlPlane
 from app.services.history import HistoryService
@@ -156,11 +157,20 @@ async def build_state(settings: Settings) -> AppState:
         score_sources=settings.score_sources,
         served_models=backend.served_labels,
     )
-    control = ControlPlane(store, ReplicaApplier(tone, adapter_service), metrics, poll_s=settings.control_poll_s)
+    canary = CanaryService(store, metrics, scorer.personas)
+    applier = ReplicaApplier(tone, adapter_service, canary)
+    control = ControlPlane(store, applier, metrics, poll_s=settings.control_poll_s)
     await control.start(seed_document(settings))
-    admin = AdminService(control, tone, adapter_service)
-    recorder = TurnRecorder(tone, history, metrics, score_responses=settings.score_responses)
-    chat_service = ChatService(backend, recorder, tone)
+    admin = AdminService(control, tone, adapter_service, canary, metrics)
+    recorder = TurnRecorder(
+        tone,
+        history,
+        metrics,
+        canary=canary,
+        on_canary_decision=admin.canary_decided,
+        score_responses=settings.score_responses,
+    )
+    chat_service = ChatService(backend, recorder, tone, canary)
     return AppState(
         settings=settings,
         metrics=metrics,

@@ -184,6 +184,41 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        # canary rollouts
+        self.canary_state = Gauge(
+            "tonewatch_canary_state",
+            "1 for the current canary's status (running, rolled_back, passed, promoted, stopped).",
+            ["status"],
+            registry=r,
+        )
+        self.canary_sessions = Counter(
+            "tonewatch_canary_sessions", "New sessions assigned to each arm of the running canary.", ["arm"], registry=r
+        )
+        self.canary_turns = Counter(
+            "tonewatch_canary_turns", "Scored turns of experiment sessions, per arm.", ["arm"], registry=r
+        )
+        self.canary_bad = Counter(
+            "tonewatch_canary_bad_turns",
+            "Experiment turns counted as bad by one signal (alert, mismatch, off_label, "
+            "slow), per arm: compare the arms' rates.",
+            ["arm", "signal"],
+            registry=r,
+        )
+        self.canary_llr = Gauge(
+            "tonewatch_canary_log_likelihood_ratio",
+            "The sequential test's evidence that the canary is worse, per "
+            "signal (rollback at the upper boundary, pass at the lower).",
+            ["signal"],
+            registry=r,
+        )
+        self.canary_decisions = Counter(
+            "tonewatch_canary_decisions",
+            "Canary decisions taken (rolled_back, passed, promoted, stopped).",
+            ["decision"],
+            registry=r,
+        )
+        for decision in ("rolled_back", "passed", "promoted", "stopped"):
+            self.canary_decisions.labels(decision)  # exported from 0, so increase() sees the first decision
         # gateway mode
         self.upstream_requests = Counter(
             "tonewatch_upstream_requests",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from bench import adapters, drift, history, scoring, serving
+from bench import adapters, canary, drift, history, scoring, serving
 
 SECTIONS = {
     "serving": serving.run,
@@ -13,6 +13,7 @@ SECTIONS = {
     "scoring": scoring.run,
     "history": history.run,
     "drift": drift.run,
+    "canary": canary.run,
 }
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from app.api.auth import AdminDep
 from app.api.deps import AdaptersDep, AdminServiceDep
 from app.api.errors import error_responses
-from app.schemas.adapters import AdapterListing, AdapterPublic, LoadAdapter, VllmLoad, VllmUnload
+from app.schemas.adapters import AdapterListing, AdapterPublic, CanaryRequest, LoadAdapter, VllmLoad, VllmUnload
 
 router = APIRouter()
 ADMIN_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 501, 503)
@@ -39,6 +39,22 @@ async def unload_adapter(name: str, _: AdminDep, admin: AdminServiceDep) -> dict
 @router.get("/admin/adapters/{name}/profile", responses=ADMIN_ERRORS)
 async def adapter_profile(name: str, _: AdminDep, adapters: AdaptersDep) -> dict[str, Any]:
     return await adapters.profile(name)
+
+
+@router.post("/admin/adapters/{name}/canary", responses=ADMIN_ERRORS)
+async def start_canary(name: str, body: CanaryRequest, _: AdminDep, admin: AdminServiceDep) -> dict[str, Any]:
+    """Serve `share` of new sessions with this adapter and compare its tone with the current default's."""
+    return await admin.start_canary(name, body)
+
+
+@router.get("/admin/adapters/{name}/canary", responses=ADMIN_ERRORS)
+async def canary_status(name: str, _: AdminDep, admin: AdminServiceDep) -> dict[str, Any]:
+    return await admin.canary_status(name)
+
+
+@router.delete("/admin/adapters/{name}/canary", responses=ADMIN_ERRORS)
+async def stop_canary(name: str, _: AdminDep, admin: AdminServiceDep) -> dict[str, Any]:
+    return await admin.stop_canary(name)
 
 
 @router.post("/v1/load_lora_adapter", responses=ADMIN_ERRORS)

@@ -82,7 +82,7 @@ def connection_probe(request: Request):
     },
 )
 async def chat_completions(request: Request, chat: ChatDep, _: ClientDep) -> Response:
-    call = chat.parse(await read_json(request))
+    call = await chat.prepare(await read_json(request))
     request.state.adapter_label = call.served.label
     if call.stream:
         chunks = await chat.stream(call)

@@ -35,7 +35,7 @@ def _body_doc(model) -> dict:
     openapi_extra=_body_doc(CompletionRequest),
 )
 async def completions(request: Request, chat: ChatDep, _: ClientDep) -> Response:
-    call = chat.parse(await read_json(request), kind="completion")
+    call = await chat.prepare(await read_json(request), kind="completion")
     request.state.adapter_label = call.served.label
     if call.stream:
         return StreamingResponse(sse(await chat.stream(call)), media_type="text/event-stream", headers=STREAM_HEADERS)
@@ -58,7 +58,7 @@ async def response_events(events: AsyncIterator[tuple[str, dict]]) -> AsyncItera
     openapi_extra=_body_doc(ResponseRequest),
 )
 async def responses(request: Request, service: ResponsesDep, _: ClientDep) -> Response:
-    call, req = service.parse(await read_json(request))
+    call, req = await service.prepare(await read_json(request))
     request.state.adapter_label = call.served.label
     if call.stream:
         events = await service.stream(call, req)

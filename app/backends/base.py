@@ -35,6 +35,7 @@ class ChatCall:
     request_id: str
     prompt_text: str | None  # the last user message, for history
     kind: str = "chat"  # "chat" (messages) | "completion" (a raw prompt, /v1/completions) | "response" (/v1/responses)
+    experiment: Any = None  # the canary assignment of this session's request, when it is part of one
 
 
 @dataclass
@@ -92,6 +93,9 @@ class ChatBackend(Protocol):
 
     def parse_chat(self, raw: dict[str, Any], request_id: str) -> ChatCall:
         """Validate and route (unknown model -> ModelNotFound) before anything is generated."""
+
+    def route(self, model: str | None) -> Served:
+        """Who serves `model` (None: the base model / the upstream's first); ModelNotFound if nobody does."""
 
     async def chat(self, call: ChatCall, partial: list[str] | None = None) -> Completed:
         """A complete answer. Text pieces are appended to `partial` as they are generated, so a caller that is

@@ -119,6 +119,9 @@ class EmbeddedBackend:
                     f"logit_bias: token {key} is outside the vocabulary ({self.vocab_size})", param="logit_bias"
                 )
 
+    def route(self, model: str | None) -> Served:
+        return self._served(model or self.base_name)
+
     def _served(self, model: str | None) -> Served:
         target = self.registry.resolve(model)
         return Served(model=target.model, adapter=target.adapter, label=target.adapter or "base")

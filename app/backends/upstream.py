@@ -263,6 +263,10 @@ class UpstreamBackend:
         call.parsed, call.kind, call.prompt_text = fields, "completion", prompt
         return call
 
+    def route(self, model: str | None) -> Served:
+        model = model or self._cached_default()
+        return Served(model=model, adapter=model or None, label=self._label(model) if model else OTHER)
+
     @staticmethod
     def _path(call: ChatCall) -> str:
         return "completions" if call.kind == "completion" else "chat/completions"

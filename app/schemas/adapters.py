@@ -44,3 +44,20 @@ class AdapterListing(BaseModel):
     active: str
     base: str
     data: list[AdapterPublic]
+
+
+class CanaryRequest(Strict):
+    """Start a canary: `share` of new sessions go to the adapter; the rest stay on the current default."""
+
+    share: float = Field(0.1, gt=0.0, le=0.5, description="fraction of new sessions served by the canary")
+    persona: str = Field(min_length=1, max_length=64, description="the persona both arms are judged against")
+    min_turns: int = Field(30, ge=5, le=100_000, description="turns per arm before the canary can pass")
+    alpha: float = Field(0.05, gt=0.0, lt=0.5, description="false-rollback rate of the sequential test")
+    beta: float = Field(0.10, gt=0.0, lt=0.5, description="missed-regression rate of the sequential test")
+    relative_risk: float = Field(
+        2.0,
+        gt=1.0,
+        le=100.0,
+        description="the regression to detect: the canary's bad-turn rate this many times the current one's",
+    )
+    auto_promote: bool = Field(False, description="make the canary the default when it passes")

@@ -30,6 +30,7 @@ class Persona:
     threshold: float = 0.0
     loo_distances: list[float] = field(default_factory=list)
     exemplar_dims: list[dict[str, float]] = field(default_factory=list)
+    exemplar_labels: list[str] = field(default_factory=list)  # the tone label of each exemplar
 
     def definition(self) -> dict:
         return {"name": self.name, "description": self.description, "exemplars": self.exemplars, "target": self.target}
@@ -67,6 +68,7 @@ def calibrate(persona: Persona, predictions: list[StylePrediction], dim_weights:
     persona.loo_distances = loo
     persona.threshold = max(MATCH_FLOOR, MATCH_MARGIN * float(np.quantile(loo, MATCH_QUANTILE)))
     persona.exemplar_dims = [p.dims for p in predictions]
+    persona.exemplar_labels = [p.label for p in predictions]
     return persona
 
 

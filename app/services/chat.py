@@ -12,6 +12,7 @@ from typing import Any
 
 from app.backends.base import ChatBackend, ChatCall, ChatStream, Chunk, Completed, StreamEnd
 from app.errors import GenerationFailed, ModelNotFound, UpstreamUnavailable
+from app.services.canary import CanaryService
 from app.services.tone import ToneService
 from app.services.turns import GeneratedTurn, TurnRecorder
 
@@ -20,10 +21,32 @@ MID_FLIGHT = (GenerationFailed, UpstreamUnavailable)
 
 
 class ChatService:
-    def __init__(self, backend: ChatBackend, recorder: TurnRecorder, tone: ToneService):
+    def __init__(self, backend: ChatBackend, recorder: TurnRecorder, tone: ToneService, canary: CanaryService):
         self.backend = backend
         self.recorder = recorder
         self.tone = tone
+        self.canary = canary
+
+    async def prepare(self, raw: dict[str, Any], kind: str = "chat") -> ChatCall:
+        """parse, then the canary's routing: a request of an experiment session that names no model goes to its
+        arm's adapter (requests that name a model are never rerouted)."""
+        call = self.parse(raw, kind)
+        await self.route_experiment(call, raw.get("model"))
+        return call
+
+    async def route_experiment(self, call: ChatCall, model: str | None) -> None:
+        if model not in (None, "", "default") or not self.canary.running:
+            return
+        assignment = await self.canary.assign(call.session_id)
+        if assignment is None:
+            return
+        try:
+            call.served = self.backend.route(assignment.adapter)
+        except ModelNotFound:
+            return  # the canary adapter went away: the default serves, outside the experiment
+        call.experiment = assignment
+        if call.persona is None and self.canary.config is not None:
+            call.persona = self.canary.config.persona  # both arms are judged against the experiment's persona
 
     def parse(self, raw: dict[str, Any], kind: str = "chat") -> ChatCall:
         """Validate and route a chat (`kind` "chat") or text completion ("completion") request."""
@@ -60,6 +83,7 @@ class ChatService:
             score=score,
             kind=call.kind,
             tone_basis=tone_basis,
+            experiment=call.experiment,
         )
 
     # ---- non-stream -----------------------------------------------------------------------------------------

@@ -41,10 +41,11 @@ class Applier(Protocol):
 
     async def apply_personas(self, personas: dict[str, dict]) -> dict[str, str]: ...  # name -> error
     async def apply_adapters(self, adapters: dict[str, str], default: str | None) -> dict[str, str]: ...
+    def apply_canary(self, canary: dict | None) -> None: ...
 
 
 def empty_doc() -> dict[str, Any]:
-    return {"personas": {}, "adapters": {}, "default": None}
+    return {"personas": {}, "adapters": {}, "default": None, "canary": None}
 
 
 class ControlPlane:
@@ -127,6 +128,7 @@ class ControlPlane:
             errors[f"persona:{name}"] = error
         for name, error in (await self.applier.apply_adapters(doc["adapters"], doc["default"])).items():
             errors[f"adapter:{name}"] = error
+        self.applier.apply_canary(doc["canary"])
         for key in set(errors) - set(self.errors):
             log.error("this replica cannot apply %s: %s", key, errors[key])
             self.metrics.control_apply_errors.labels(key.split(":", 1)[0]).inc()
@@ -160,4 +162,5 @@ def _normalized(doc: dict[str, Any] | None) -> dict[str, Any]:
         out["personas"] = dict(doc.get("personas") or {})
         out["adapters"] = dict(doc.get("adapters") or {})
         out["default"] = doc.get("default")
+        out["canary"] = doc.get("canary")
     return out

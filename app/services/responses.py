@@ -58,6 +58,11 @@ class ResponsesService:
         call.kind, call.request_id = "response", "resp_" + uuid.uuid4().hex
         return call, req
 
+    async def prepare(self, raw: dict[str, Any]) -> tuple[ChatCall, ResponseRequest]:
+        call, req = self.parse(raw)
+        await self.chat.route_experiment(call, req.model)
+        return call, req
+
     async def complete(
         self, call: ChatCall, req: ResponseRequest, client_connected: Callable[[], Awaitable[bool]]
     ) -> dict[str, Any]:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.metrics import Metrics
+from app.services.canary import CanaryService
 from app.services.history import HistoryService, TurnInput
 from app.services.tone import ToneService
 
@@ -41,15 +43,25 @@ class GeneratedTurn:
     kind: str = "chat"
     score: bool = True  # False for cancelled / failed turns and tool-call-only answers
     tone_basis: str = "text"  # "json_string_values": a structured answer, judged on its string values
+    experiment: Any = None  # the canary assignment, when this session is part of a canary rollout
 
 
 class TurnRecorder:
     def __init__(
-        self, tone: ToneService, history: HistoryService | None, metrics: Metrics, *, score_responses: bool = True
+        self,
+        tone: ToneService,
+        history: HistoryService | None,
+        metrics: Metrics,
+        *,
+        canary: CanaryService,
+        on_canary_decision: Callable[[str], Awaitable[None]],
+        score_responses: bool = True,
     ):
         self.tone = tone
         self.history = history
         self.metrics = metrics
+        self.canary = canary
+        self.on_canary_decision = on_canary_decision  # acts on a rollback / pass (the admin service)
         self.score_responses = score_responses
         self._tasks: set[asyncio.Task] = set()
 
@@ -102,6 +114,13 @@ class TurnRecorder:
                 )
             )
             self.metrics.turns_recorded.labels("true" if turn.delivered else "false").inc()
+            if turn.experiment is not None and turn.finish_reason not in ("cancelled", "error"):
+                decision = await self.canary.observe(
+                    turn.experiment, turn.session_id, tone, out.get("drift"), turn.latency.get("total_s")
+                )
+                if decision is not None:
+                    log.warning("canary decision: %s", decision)
+                    await self.on_canary_decision(decision)
         return out
 
 

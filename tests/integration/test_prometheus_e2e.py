@@ -28,6 +28,7 @@ EXPECTED_EMPTY = {
     "alert:ServiceDown",
     "alert:LatencyP99High",
     "alert:ReplicasDiverged",
+    "alert:CanaryRolledBack",
 }
 FRIENDLY = "Thanks so much for your patience! I'm really happy to help, have a lovely day!"
 ROBOTIC = "Request closed. Ticket 4411. No further action."
@@ -130,6 +131,26 @@ def _drive(base: str) -> None:
             time.sleep(2.5)
         for i in range(2, 5):
             drifting_session(i)
+        # a canary of persona-x against the base default, stopped by hand (its metrics, panel and annotation)
+        r = http.post(
+            "/admin/adapters/persona-x/canary",
+            headers=AUTH,
+            json={"share": 0.5, "persona": "support-friendly", "min_turns": 5},
+        )
+        assert r.status_code == 200, r.text
+        for i in range(10):
+            r = http.post(
+                "/v1/chat/completions",
+                json={
+                    "messages": [{"role": "user", "content": f"Hi {i}"}],
+                    "max_tokens": 3,
+                    "temperature": 0,
+                    "session_id": f"canary-{i}",
+                },
+            )
+            assert r.status_code == 200
+        time.sleep(2.5)
+        assert http.delete("/admin/adapters/persona-x/canary", headers=AUTH).status_code == 200
         for _ in range(5):
             chat("Tell me a long story about the sea.", 40, session_id="long-1")
         r = http.post(
