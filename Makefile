@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast bench lint system-deps provision clean dashboard-png
+.PHONY: install run test test-fast bench bench-deps lint system-deps provision clean dashboard-png
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,8 +44,22 @@ test: install system-deps lint
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e and not slow"
 
-bench: install
+bench: install system-deps bench-deps
 	$(BIN)/python -m bench.run
+
+# llama.cpp's OpenAI server, the gateway bench's upstream: compiled once from PyPI (10-20 min on 2 cores) into a
+# wheel cache, installed into its own venv so its server extras never touch ours. Not needed by `make test`.
+LLAMA_VENV := .venv-llama
+WHEELS ?= $(HOME)/.cache/tonewatch-wheels
+LLAMA_PKG := llama-cpp-python[server]==0.3.36
+bench-deps: $(LLAMA_VENV)/.installed
+
+$(LLAMA_VENV)/.installed:
+	test -x $(LLAMA_VENV)/bin/python || $(PY) -m venv $(LLAMA_VENV)
+	mkdir -p $(WHEELS)
+	ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || $(LLAMA_VENV)/bin/pip wheel -q -w $(WHEELS) '$(LLAMA_PKG)'
+	$(LLAMA_VENV)/bin/pip install -q --find-links $(WHEELS) '$(LLAMA_PKG)'
+	touch $@
 
 lint: install
 	$(BIN)/ruff check app tests bench

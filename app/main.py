@@ -17,6 +17,7 @@ from app.api.openapi import install_openapi
 from app.backends.embedded import EmbeddedBackend
 from app.backends.upstream import UpstreamBackend, UpstreamClient
 from app.config import Settings
+from app.engine import quantize
 from app.engine.adapters import AdapterRegistry, read_manifest
 from app.engine.provision import load_base_model, pick_device, resolve_base_model
 from app.engine.worker import Engine
@@ -44,9 +45,12 @@ async def build_embedded(settings: Settings, metrics: Metrics, started_at: float
     """The local model on its worker thread, with the adapter registry; (backend, adapter service, notes)."""
     source = resolve_base_model(settings.base_model, settings.served_model_name)
     device = pick_device(settings.device)
-    model, tokenizer = await asyncio.to_thread(
-        load_base_model, source, settings.model_cache_dir, device, settings.dtype
-    )
+
+    def load():
+        model, tokenizer = load_base_model(source, settings.model_cache_dir, device, settings.dtype, settings.attention)
+        return quantize.apply(model, settings.quantize, device), tokenizer
+
+    model, tokenizer = await asyncio.to_thread(load)
     engine = Engine(
         model,
         tokenizer,
@@ -56,6 +60,7 @@ async def build_embedded(settings: Settings, metrics: Metrics, started_at: float
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,
         request_timeout_s=settings.request_timeout_s,
+        threads=settings.engine_threads,
     )
     engine.start()
     registry = AdapterRegistry(
@@ -77,7 +82,7 @@ async def build_embedded(settings: Settings, metrics: Metrics, started_at: float
         max_prompt_tokens=settings.max_prompt_tokens,
         started_at=started_at,
     )
-    log.info("serving %s on %s", source.name, device)
+    log.info("serving %s on %s (quantize=%s)", source.name, device, settings.quantize)
     return backend, EmbeddedAdapters(registry), source.name, notes
 
 
@@ -122,7 +127,9 @@ async def build_state(settings: Settings) -> AppState:
         backend, adapter_service, base_name, notes = await build_upstream(settings, metrics)
     else:
         backend, adapter_service, base_name, notes = await build_embedded(settings, metrics, started_at)
-    scorer = await asyncio.to_thread(ToneScorer.load, metrics, settings.style_dir, settings.persona_dir)
+    scorer = await asyncio.to_thread(
+        ToneScorer.load, metrics, settings.style_dir, settings.persona_dir, threads=settings.scorer_threads
+    )
     store = GuardedStore(
         open_store(
             settings.redis_url, settings.db_path, max_turns=settings.history_max_turns, ttl_s=settings.history_ttl_s

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
-from bench import adapters, canary, drift, history, scoring, serving
+from bench import adapters, canary, drift, gateway, history, peer, quantized, replicas, scoring, serving
 
 SECTIONS = {
     "serving": serving.run,
+    "peer": peer.run,
+    "quantized": quantized.run,
+    "gateway": gateway.run,
+    "replicas": replicas.run,
     "adapters": adapters.run,
     "scoring": scoring.run,
     "history": history.run,

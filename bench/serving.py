@@ -45,6 +45,50 @@ def body(idx: int, j: int) -> dict:
     }
 
 
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string", "maxLength": 200},
+        "urgent": {"type": "boolean"},
+        "steps": {"type": "array", "items": {"type": "string", "maxLength": 80}, "maxItems": 4},
+    },
+    "required": ["answer", "urgent", "steps"],
+}
+
+
+def constrained_body(idx: int, j: int) -> dict:
+    return {
+        **body(idx, j),
+        "response_format": {"type": "json_schema", "json_schema": {"name": "reply", "schema": SCHEMA}},
+    }
+
+
+def constrained(url: str) -> dict:
+    """Grammar cost: per-token time of a json_schema row alone vs a free row alone (alternated), and the tokens/s
+    of 8 free clients with vs without 8 constrained clients in the same batches."""
+    free_alone, json_alone = [], []
+    for _ in range(2):
+        free_alone.append(asyncio.run(closed_loop(url, 1, 3, body)))
+        json_alone.append(asyncio.run(closed_loop(url, 1, 3, constrained_body)))
+    free_only = [asyncio.run(closed_loop(url, 8, 2, body)) for _ in range(2)]
+
+    async def mixed() -> dict:
+        free, _ = await asyncio.gather(closed_loop(url, 8, 2, body), closed_loop(url, 8, 2, constrained_body))
+        return free
+
+    beside = [asyncio.run(mixed()) for _ in range(2)]
+    per_token = statistics.median(r["per_token_s"] for r in free_alone)
+    per_token_json = statistics.median(r["per_token_s"] for r in json_alone)
+    return {
+        "per_token_s_free": per_token,
+        "per_token_s_json_schema": per_token_json,
+        "grammar_cost_per_token": per_token_json / per_token - 1.0,
+        "free_8_tokens_per_s_alone": statistics.median(r["tokens_per_s"] for r in free_only),
+        "free_8_tokens_per_s_beside_8_constrained": statistics.median(r["tokens_per_s"] for r in beside),
+        "failures": sum(r["failures"] for r in [*json_alone, *beside]),
+    }
+
+
 def run() -> dict:
     bare = bare_generate_per_token()
     server = Server(TONEWATCH_MAX_BATCH_SIZE="16")
@@ -57,6 +101,8 @@ def run() -> dict:
                 f"  concurrency {concurrency}: {levels[concurrency]['tokens_per_s']:.1f} tok/s, "
                 f"p50 {levels[concurrency]['latency_s']['p50']:.2f}s"
             )
+        grammar = constrained(server.url)
+        print(f"  json_schema rows: {grammar['grammar_cost_per_token'] * 100:+.1f}% per token")
     finally:
         server.close()
     c1 = levels[1]
@@ -66,6 +112,7 @@ def run() -> dict:
         "levels": levels,
         "throughput_ratio_16_vs_1": levels[16]["tokens_per_s"] / c1["tokens_per_s"],
         "server_overhead_per_token": c1["per_token_s"] / bare - 1.0,
+        "constrained": grammar,
     }
     write("serving", result)
     plot(result)

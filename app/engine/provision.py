@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import shutil
@@ -111,12 +112,24 @@ def pick_dtype(spec: str, device: str):
     return getattr(torch, spec)
 
 
-def load_base_model(source: ModelSource, cache_root: Path, device: str, dtype_spec: str):
+def pick_attention(spec: str, device: str) -> str:
+    """auto: FlashAttention-2 on a GPU when the flash-attn package is installed (left-padded batches are what it
+    handles natively), else PyTorch SDPA (fused kernels on CPU and GPU)."""
+    if spec != "auto":
+        return spec
+    if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_base_model(source: ModelSource, cache_root: Path, device: str, dtype_spec: str, attention: str = "auto"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = materialize(source, cache_root)
     dtype = pick_dtype(dtype_spec, device)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=dtype, attn_implementation=pick_attention(attention, device)
+    ).to(device)
     model.eval()
     return model, tokenizer

@@ -78,6 +78,44 @@ class GenerationRequest:
     cut_at: tuple[str, ...] = ()  # text from the first of these on is generated but not streamed (a tool call)
 
 
+class Outbox:
+    """Events the worker thread produces in one step, handed to each event loop in one call: one wake-up of the
+    loop per step instead of one per token per row. Only the owning (worker) thread collects; events emitted from
+    any other thread go out at once."""
+
+    def __init__(self) -> None:
+        self.owner: int | None = None
+        self._items: list[tuple[RequestHandle, Event]] = []
+
+    def collecting(self) -> bool:
+        return self.owner == threading.get_ident()
+
+    def put(self, handle: RequestHandle, event: Event) -> None:
+        self._items.append((handle, event))
+
+    def flush(self) -> None:
+        if not self._items:
+            return
+        items, self._items = self._items, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Event]]] = {}
+        for handle, event in items:
+            by_loop.setdefault(handle.loop, []).append((handle.events, event))
+        for loop, batch in by_loop.items():
+            _send(loop, _deliver, batch)
+
+
+def _deliver(batch: list[tuple[asyncio.Queue, Event]]) -> None:
+    for queue, event in batch:
+        queue.put_nowait(event)
+
+
+def _send(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], arg: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, arg)
+    except RuntimeError:  # the loop is gone (shutdown); nobody is listening
+        pass
+
+
 @dataclass
 class RequestHandle:
     request: GenerationRequest
@@ -86,6 +124,7 @@ class RequestHandle:
     created: float = field(default_factory=time.monotonic)
     cancelled: bool = False
     terminated: bool = False  # a DoneEvent or ErrorEvent was emitted (set on the worker thread)
+    outbox: Outbox | None = None
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -95,10 +134,10 @@ class RequestHandle:
             return  # exactly one terminal event, nothing after it
         if isinstance(event, DoneEvent | ErrorEvent):
             self.terminated = True
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-        except RuntimeError:  # the loop is gone (shutdown); nobody is listening
-            pass
+        if self.outbox is not None and self.outbox.collecting():
+            self.outbox.put(self, event)
+        else:
+            _send(self.loop, self.events.put_nowait, event)
 
     def fail(self, exc: Exception) -> None:
         self.emit(ErrorEvent(exc))
@@ -150,8 +189,10 @@ class Engine:
         max_wait_ms: float = 10.0,
         max_queue: int = 256,
         request_timeout_s: float = 60.0,
+        threads: int = 0,
     ):
         self.model = model
+        self.threads = threads  # torch threads for this worker's forwards (per thread in torch); 0: torch's default
         self.tokenizer = tokenizer
         self.device = device
         self.metrics = metrics
@@ -174,6 +215,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._round_robin = itertools.count()
         self._finished_at: deque[float] = deque(maxlen=64)  # completion times, for Retry-After
+        self._outbox = Outbox()
         self.steps = 0
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -217,7 +259,7 @@ class Engine:
     # ---- API for the event loop -------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest) -> RequestHandle:
         loop = asyncio.get_running_loop()
-        handle = RequestHandle(request, loop, asyncio.Queue())
+        handle = RequestHandle(request, loop, asyncio.Queue(), outbox=self._outbox)
         with self._cv:
             if not self._running:
                 raise EngineUnavailable("engine is not running")
@@ -254,6 +296,15 @@ class Engine:
     # ---- the worker -----------------------------------------------------------------------------------------
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self._outbox.owner = threading.get_ident()
+        try:
+            self._serve()
+        finally:
+            self._outbox.flush()
+
+    def _serve(self) -> None:
         while True:
             with self._cv:
                 while self._running and not self._pending and not self._control and not self.active_rows:
@@ -267,6 +318,8 @@ class Engine:
             except Exception as exc:  # a bug, not a row's fault: fail what is in flight, keep serving
                 log.exception("engine step failed unexpectedly")
                 self._fail_in_flight(exc)
+            finally:
+                self._outbox.flush()
         self._fail_in_flight(EngineUnavailable("server is shutting down"))
 
     def _run_control(self) -> None:
@@ -378,7 +431,7 @@ class Engine:
             mask[i, width - len(p) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        cache = kv.GrowingCache()
         logits = self._forward(lane, rows, ids, mask, position_ids, cache)
         tokens = sample(logits, [r.sampler for r in rows])
         for r in rows:
@@ -483,6 +536,7 @@ class Engine:
                 finished.append(i)
         if finished:
             self._remove(lane, finished)
+        self._outbox.flush()  # this step's tokens go out now, not after the other lanes' steps
 
     def _take_token(self, row: _Row, pick: Pick, now: float) -> bool:
         """Add one token to a row; True when the row is finished."""

@@ -79,21 +79,34 @@ def chunks(texts: list[str], max_texts: int = CHUNK_TEXTS, max_chars: int = CHUN
     return out
 
 
+def _torch_threads(n: int) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)  # per thread in torch: this sets the scorer thread's team only
+
+
 class ToneScorer:
-    def __init__(self, head: StyleHead, embedder: Embedder, metrics: Metrics):
+    def __init__(self, head: StyleHead, embedder: Embedder, metrics: Metrics, threads: int = 1):
         self.head = head
         self.embedder = embedder
         self.metrics = metrics
         self.personas: dict[str, Persona] = {}
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tonewatch-scorer")
+        # One torch thread by default: on a small CPU the engine's forwards own the cores, and two thread teams
+        # spinning on the same cores slow both far more than one thread slows the encoder (docs/engine-profile.md).
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="tonewatch-scorer", initializer=_torch_threads, initargs=(threads,)
+        )
         self._interactive: deque[_Job] = deque()
         self._bulk: deque[_Job] = deque()
         self._lock = threading.Lock()
         self.batches = 0  # encoder batches run (tests check that concurrent calls really share them)
 
     @classmethod
-    def load(cls, metrics: Metrics, style_dir: Path, persona_dir: Path, device: str = "cpu") -> ToneScorer:
-        scorer = cls(StyleHead.load(style_dir), Embedder(device), metrics)
+    def load(
+        cls, metrics: Metrics, style_dir: Path, persona_dir: Path, device: str = "cpu", threads: int = 1
+    ) -> ToneScorer:
+        scorer = cls(StyleHead.load(style_dir), Embedder(device), metrics, threads=threads)
         for persona in load_shipped(persona_dir):
             scorer._calibrate(persona)
             scorer.personas[persona.name] = persona

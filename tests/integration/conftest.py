@@ -191,6 +191,13 @@ class RedisClusterServers:
     def __init__(self, workdir: Path, masters: int = 3):
         self.ports = [free_cluster_port() for _ in range(masters)]
         self.procs: list[subprocess.Popen] = []
+        try:
+            self._start(workdir)
+        except BaseException:
+            self.stop()  # a half-started cluster must not outlive the test run
+            raise
+
+    def _start(self, workdir: Path) -> None:
         for port in self.ports:
             d = workdir / f"node-{port}"
             d.mkdir(parents=True, exist_ok=True)
@@ -258,8 +265,9 @@ class RedisClusterServers:
 
     def stop(self) -> None:
         for proc in self.procs:
-            proc.kill()
-            proc.wait(timeout=5)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="session")

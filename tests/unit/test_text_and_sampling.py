@@ -42,6 +42,46 @@ def test_no_stops_emits_everything():
     assert "".join(feed(a, "abc")) + a.finish() == "abc"
 
 
+TRICKY = [
+    "Hello there! Your order #4471 ships on Monday.",
+    "Déjà vu: naïve café — “quoted” ‘text’ … done",
+    "Emoji 😀👍🏽 and 🇩🇪 flags, 中文字符, 日本語のテキスト, 한국어",
+    "  leading spaces\n\n\tand tabs\r\n  trailing  ",
+    "<|im_end|> is text here, not a token",
+]
+
+
+def test_incremental_text_equals_a_full_decode_on_the_real_tokenizer(bundled):
+    """The window decode must give exactly the text one decode of all ids gives, token by token and at the end,
+    with multi-byte characters split across tokens and special tokens in the middle."""
+    _, tokenizer, _ = bundled
+    special = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for text in TRICKY:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        ids = [*ids[:3], special, *ids[3:]]  # a special token mid-stream decodes to nothing
+        a = TextAssembler(tokenizer)
+        emitted = ""
+        for n, token in enumerate(ids, 1):
+            emitted += a.add(token)
+            full = tokenizer.decode(ids[:n], skip_special_tokens=True)
+            if not full.endswith("\ufffd"):
+                assert a.text == full
+        emitted += a.finish()
+        assert emitted == a.text == tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_a_stop_spanning_tokens_is_found_late_in_a_long_text(bundled):
+    _, tokenizer, _ = bundled
+    ids = tokenizer.encode("word " * 300 + "and then STOP HERE more", add_special_tokens=False)
+    a = TextAssembler(tokenizer, ("STOP HERE",))
+    out = ""
+    for token in ids:
+        out += a.add(token)
+        if a.stopped:
+            break
+    assert a.stopped and out == a.text == "word " * 300 + "and then "
+
+
 def picks(logits, params_list, samplers=None):
     samplers = samplers or [RowSampler.create(p) for p in params_list]
     return [p.token for p in sample(logits, samplers)], samplers
