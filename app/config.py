@@ -59,7 +59,13 @@ class Settings(BaseSettings):
         "(about 2x tokens/s here, greedy output nearly always identical); int8 = dynamic int8 (faster still, "
         "but outputs drift from fp32 and depend on batch neighbours). Adapters stay fp32 on top.",
     )
-    engine_threads: int = Field(0, ge=0, le=256, description="Torch threads of the engine's forwards (0: all cores).")
+    engine_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Torch threads of the engine's forwards; 0: all cores but one (left to the event loop and the "
+        "scorer; two thread teams spinning on the same cores slow both).",
+    )
     scorer_threads: int = Field(1, ge=0, le=256, description="Torch threads of the tone scorer (0: all cores).")
     model_cache_dir: Path | None = Field(None, description="Where converted GGUFs live (default home/models/cache).")
     max_batch_size: int = Field(16, ge=1, le=256)

@@ -12,7 +12,8 @@ from bench.common import PROMPTS, write
 from bench.peers import Tonewatch, TransformersServe, streamed_load
 
 MAX_TOKENS = 48
-LEVELS = [(1, 4), (4, 3), (16, 2)]  # (concurrency, requests per client)
+CHOSEN = os.environ.get("BENCH_PEER_LEVELS", "1,4,16").split(",")  # a subset, for quick experiments
+LEVELS = [(c, n) for c, n in [(1, 4), (4, 3), (16, 2)] if str(c) in CHOSEN]  # (concurrency, requests per client)
 ROUNDS = int(os.environ.get("BENCH_PEER_ROUNDS", "2"))
 
 
@@ -38,6 +39,9 @@ SERVERS = {
     "tonewatch": lambda: Tonewatch(),
     "tonewatch_fp16": lambda: Tonewatch(TONEWATCH_QUANTIZE="fp16"),
     "tonewatch_int8": lambda: Tonewatch(TONEWATCH_QUANTIZE="int8"),
+    "tonewatch_engine_1thread": lambda: Tonewatch(TONEWATCH_ENGINE_THREADS="1"),
+    "tonewatch_engine_2threads": lambda: Tonewatch(TONEWATCH_ENGINE_THREADS="2"),
+    "tonewatch_passive": lambda: Tonewatch(OMP_WAIT_POLICY="PASSIVE"),
 }
 DEFAULT = ["transformers_serve", "tonewatch", "tonewatch_fp16", "tonewatch_int8"]
 if os.environ.get("BENCH_BEFORE_ROOT"):  # an earlier checkout, for the profile note's before/after table
@@ -51,10 +55,16 @@ def measure(name: str) -> dict:
         asyncio.run(streamed_load(server.url, server.model, 2, 1, load))  # warm-up (first forward, allocator)
         levels = {}
         for concurrency, per_client in LEVELS:
+            cpu = server.cpu_seconds()
             levels[concurrency] = asyncio.run(streamed_load(server.url, server.model, concurrency, per_client, load))
+            # CPU time per token: what the server spends, less sensitive than tokens/s to other load on the machine
+            levels[concurrency]["cpu_ms_per_token"] = (
+                1000 * (server.cpu_seconds() - cpu) / max(1, levels[concurrency]["tokens"])
+            )
             print(
                 f"  {name} c={concurrency}: {levels[concurrency]['tokens_per_s']:.1f} tok/s, "
                 f"ttft p50 {levels[concurrency]['ttft_s']['p50'] or float('nan'):.3f}s, "
+                f"cpu {levels[concurrency]['cpu_ms_per_token']:.1f} ms/token, "
                 f"failures {levels[concurrency]['failures']}"
             )
         return levels
@@ -76,6 +86,7 @@ def run(servers: list[str] | None = None) -> dict:
             medians[name][concurrency] = {
                 "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
                 "ttft_p50_s": statistics.median(r["ttft_s"]["p50"] for r in runs),
+                "cpu_ms_per_token": statistics.median(r["cpu_ms_per_token"] for r in runs),
                 "failures": sum(r["failures"] for r in runs),
             }
     peer = medians.get("transformers_serve")

@@ -110,8 +110,35 @@ def run(levels: list[int] | None = None) -> dict:
         runs[name] = {str(c): profile(name, c, per_client.get(c, 2), root) for c in levels}
         for c, r in runs[name].items():
             print(f"  {name} c={c}: {r['tokens_per_s']:.1f} tok/s; engine shares {r['engine_share']}")
-    write("profile", {"rate_hz": RATE, "runs": runs})
-    return {"runs": runs}
+    result = {"rate_hz": RATE, "runs": runs}
+    write("profile", result)
+    plot(result)
+    return result
+
+
+def plot(result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    columns = [(name, c) for name in runs for c in runs[name]]
+    buckets = sorted({b for name, c in columns for b in runs[name][c]["ms_per_token"] if "idle" not in b})
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    bottoms = [0.0] * len(columns)
+    for b in buckets:
+        values = [runs[name][c]["ms_per_token"].get(b, 0.0) for name, c in columns]
+        ax.bar(range(len(columns)), values, bottom=bottoms, label=b)
+        bottoms = [x + y for x, y in zip(bottoms, values, strict=True)]
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels([f"{name}\nc={c}" for name, c in columns])
+    ax.set_ylabel("busy ms per generated token (all threads)")
+    ax.set_title("Where the server's CPU goes (py-spy, streamed greedy load)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    fig.tight_layout()
+    fig.savefig(RESULTS / "profile.png", dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

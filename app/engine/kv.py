@@ -17,8 +17,11 @@ def _pad_left(t: torch.Tensor, n: int) -> torch.Tensor:
 def select_rows(cache: DynamicCache, mask: torch.Tensor, keep: list[int]) -> torch.Tensor:
     index = torch.tensor(keep, dtype=torch.long, device=mask.device)
     for layer in cache.layers:
-        layer.keys = layer.keys.index_select(0, index)
-        layer.values = layer.values.index_select(0, index)
+        if isinstance(layer, GrowingLayer):
+            layer.keep_rows(keep)
+        else:
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
     return trim_padding(cache, mask.index_select(0, index))
 
 
@@ -28,8 +31,11 @@ def trim_padding(cache: DynamicCache, mask: torch.Tensor) -> torch.Tensor:
     if first == 0:
         return mask
     for layer in cache.layers:
-        layer.keys = layer.keys[:, :, first:, :]
-        layer.values = layer.values[:, :, first:, :]
+        if isinstance(layer, GrowingLayer):
+            layer.drop_front(first)
+        else:
+            layer.keys = layer.keys[:, :, first:, :]
+            layer.values = layer.values[:, :, first:, :]
     return mask[:, first:]
 
 
@@ -40,6 +46,9 @@ def merge(
     len_a, len_b = mask_a.shape[1], mask_b.shape[1]
     width = max(len_a, len_b)
     for layer_a, layer_b in zip(cache_a.layers, cache_b.layers, strict=True):
+        if isinstance(layer_a, GrowingLayer):
+            layer_a.append_rows(layer_b.keys, layer_b.values)
+            continue
         layer_a.keys = torch.cat([_pad_left(layer_a.keys, width - len_a), _pad_left(layer_b.keys, width - len_b)])
         layer_a.values = torch.cat([_pad_left(layer_a.values, width - len_a), _pad_left(layer_b.values, width - len_b)])
     mask = torch.cat([F.pad(mask_a, (width - len_a, 0)), F.pad(mask_b, (width - len_b, 0))])
@@ -49,7 +58,9 @@ def merge(
 def restore_length(cache: DynamicCache, length: int) -> None:
     """Undo a failed step: a forward that raised may have appended a column to some layers but not to others."""
     for layer in cache.layers:
-        if getattr(layer, "keys", None) is not None and layer.keys.shape[2] > length:
+        if isinstance(layer, GrowingLayer):
+            layer.truncate(length)
+        elif getattr(layer, "keys", None) is not None and layer.keys.shape[2] > length:
             layer.keys = layer.keys[:, :, :length, :]
             layer.values = layer.values[:, :, :length, :]
 
@@ -63,59 +74,115 @@ def row_copy(cache: DynamicCache, index: int) -> DynamicCache:
 
 
 class GrowingLayer(DynamicLayer):
-    """A cache layer that appends in place: keys/values are views into a buffer with spare capacity, so a decode
-    step writes one column instead of copying the whole cache (DynamicLayer's torch.cat is O(length) per step,
-    O(length^2) over a generation). The batch surgery above reassigns `keys`/`values`; the next update notices and
-    re-seeds the buffer from them (one copy per admission or departure, not per step)."""
+    """A cache layer whose keys/values are views into buffers with spare rows and columns, so the batch surgery
+    and each decode step touch only what changes:
+
+    * a decode step writes one column in place (DynamicLayer's torch.cat copies the whole cache every step);
+    * rows leaving are compacted in place (only rows after the first leaver move), leading padding is trimmed by
+      moving a start offset (no copy);
+    * rows joining are written into spare rows, and the running rows are left-padded by moving the start offset
+      back and zeroing those columns (the running rows' cache is not copied).
+
+    A buffer is reallocated (one copy) only when it runs out of rows or columns. Code that reassigns `keys` /
+    `values` itself (transformers' own cache methods) is noticed: the next update adopts the new tensors."""
 
     GROWTH = 64
 
-    def __init__(self) -> None:
+    def __init__(self, rows: int = 1) -> None:
         super().__init__()
-        self._kbuf: torch.Tensor | None = None
-        self._vbuf: torch.Tensor | None = None
-        self._length = 0
+        self.row_capacity = rows
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self._b = self._start = self._end = 0
+        self._kview: torch.Tensor | None = None
 
-    def _seeded(self) -> bool:
-        return (
-            self._kbuf is not None
-            and self.keys is not None
-            and self.keys.shape[-2] == self._length
-            and self.keys.data_ptr() == self._kbuf.data_ptr()
-            and self.keys.shape[0] == self._kbuf.shape[0]
-        )
+    # ---- buffer bookkeeping ---------------------------------------------------------------------------------
+    def _sync(self) -> None:
+        self.keys = self._kview = self._k[: self._b, :, self._start : self._end, :]
+        self.values = self._v[: self._b, :, self._start : self._end, :]
 
-    def _reserve(self, needed: int) -> None:
-        current = self.keys if self.keys is not None and self.keys.numel() else None
-        length = current.shape[-2] if current is not None else 0
-        capacity = max(needed, length + self.GROWTH, int(needed * 1.5))
-        shape = list(current.shape if current is not None else self._template.shape)
-        shape[-2] = capacity
-        kbuf = torch.empty(shape, dtype=self._template.dtype, device=self._template.device)
-        vbuf = torch.empty(shape, dtype=self._template.dtype, device=self._template.device)
-        if current is not None:
-            kbuf[..., :length, :] = self.keys
-            vbuf[..., :length, :] = self.values
-        self._kbuf, self._vbuf, self._length = kbuf, vbuf, length
+    def _owned(self) -> bool:
+        return self._k is not None and self.keys is self._kview
 
+    def _adopt(self, keys: torch.Tensor, values: torch.Tensor, front: int = 0, back: int = 0, rows: int = 0) -> None:
+        """Copy live tensors into fresh buffers with `front`/`back` spare columns and room for `rows` rows."""
+        b, h, t, d = keys.shape
+        cap_b = max(b, rows, self.row_capacity)
+        cap_t = front + t + max(back, self.GROWTH, t // 2)
+        # empty, not zeros: nothing outside the live view is ever read, and padding joining it is zeroed explicitly
+        self._k = keys.new_empty((cap_b, h, cap_t, d))
+        self._v = values.new_empty((cap_b, h, cap_t, values.shape[-1]))
+        self._k[:b, :, front : front + t] = keys
+        self._v[:b, :, front : front + t] = values
+        self._b, self._start, self._end = b, front, front + t
+        self._sync()
+
+    # ---- transformers' Cache API ----------------------------------------------------------------------------
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        self._template = key_states
         n = key_states.shape[-2]
-        if not self._seeded() or self._length + n > self._kbuf.shape[-2]:
-            self._reserve((self.keys.shape[-2] if self.keys is not None and self.keys.numel() else 0) + n)
-        end = self._length + n
-        self._kbuf[..., self._length : end, :] = key_states
-        self._vbuf[..., self._length : end, :] = value_states
-        self._length = end
-        self.keys = self._kbuf[..., :end, :]
-        self.values = self._vbuf[..., :end, :]
+        if not self._owned() or self._b != key_states.shape[0]:
+            if self.keys is not None and self.keys.numel():
+                self._adopt(self.keys, self.values, back=n)
+            else:
+                self._adopt(key_states[:, :, :0], value_states[:, :, :0], back=n)
+        if self._end + n > self._k.shape[2]:
+            self._adopt(self.keys, self.values, back=n)
+        self._k[: self._b, :, self._end : self._end + n] = key_states
+        self._v[: self._b, :, self._end : self._end + n] = value_states
+        self._end += n
+        self._sync()
         return self.keys, self.values
+
+    # ---- batch surgery (kv.select_rows / trim_padding / merge / restore_length call these) ------------------
+    def keep_rows(self, keep: list[int]) -> None:
+        if not self._owned():
+            self._adopt(self.keys, self.values)
+        for new, old in enumerate(keep):  # ascending: a row only ever moves onto a slot already read or freed
+            if new != old:
+                self._k[new, :, self._start : self._end] = self._k[old, :, self._start : self._end]
+                self._v[new, :, self._start : self._end] = self._v[old, :, self._start : self._end]
+        self._b = len(keep)
+        self._sync()
+
+    def drop_front(self, n: int) -> None:
+        if not self._owned():
+            self._adopt(self.keys, self.values)
+        self._start += n
+        self._sync()
+
+    def truncate(self, length: int) -> None:
+        if self._owned():
+            self._end = min(self._end, self._start + length)
+            self._sync()
+        elif self.keys is not None and self.keys.shape[2] > length:
+            self.keys, self.values = self.keys[:, :, :length], self.values[:, :, :length]
+
+    def append_rows(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Rows of another cache join after these; the shorter side is left-padded with zeros (masked)."""
+        if not self._owned():
+            self._adopt(self.keys, self.values)
+        length, joining = self._end - self._start, keys.shape[2]
+        width = max(length, joining)
+        grow = width - length
+        if grow > self._start or self._b + keys.shape[0] > self._k.shape[0]:
+            self._adopt(self.keys, self.values, front=grow, rows=self._b + keys.shape[0])
+        if grow:
+            self._start -= grow
+            self._k[: self._b, :, self._start : self._start + grow] = 0
+            self._v[: self._b, :, self._start : self._start + grow] = 0
+        rows = slice(self._b, self._b + keys.shape[0])
+        self._k[rows, :, self._start : self._end - joining] = 0
+        self._v[rows, :, self._start : self._end - joining] = 0
+        self._k[rows, :, self._end - joining : self._end] = keys
+        self._v[rows, :, self._end - joining : self._end] = values
+        self._b += keys.shape[0]
+        self._sync()
 
 
 class GrowingCache(DynamicCache):
-    """DynamicCache whose layers append in place (see GrowingLayer)."""
+    """DynamicCache whose layers are GrowingLayers with room for `rows` rows (the engine's batch size)."""
 
-    def __init__(self) -> None:
-        Cache.__init__(self, layer_class_to_replicate=GrowingLayer)
+    def __init__(self, rows: int = 1) -> None:
+        Cache.__init__(self, layer_class_to_replicate=lambda: GrowingLayer(rows))

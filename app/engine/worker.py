@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -192,7 +193,7 @@ class Engine:
         threads: int = 0,
     ):
         self.model = model
-        self.threads = threads  # torch threads for this worker's forwards (per thread in torch); 0: torch's default
+        self.threads = threads  # torch threads of this worker's forwards (a per-thread setting); 0: cores - 1
         self.tokenizer = tokenizer
         self.device = device
         self.metrics = metrics
@@ -296,8 +297,7 @@ class Engine:
     # ---- the worker -----------------------------------------------------------------------------------------
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.threads or max(1, _usable_cores() - 1))
         self._outbox.owner = threading.get_ident()
         try:
             self._serve()
@@ -431,7 +431,8 @@ class Engine:
             mask[i, width - len(p) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = kv.GrowingCache()
+        # the lane's first rows keep this cache (room for a full batch); later ones are copied into the lane's
+        cache = kv.GrowingCache(self.max_batch_size if lane.cache is None or not lane.rows else len(rows))
         logits = self._forward(lane, rows, ids, mask, position_ids, cache)
         tokens = sample(logits, [r.sampler for r in rows])
         for r in rows:
@@ -630,6 +631,13 @@ class Engine:
             for row in lane.rows:
                 row.handle.fail(error)
         self._lanes.clear()
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may run on (containers, taskset)
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
