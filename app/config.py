@@ -63,8 +63,8 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=256,
-        description="Torch threads of the engine's forwards; 0: all cores but one (left to the event loop and the "
-        "scorer; two thread teams spinning on the same cores slow both).",
+        description="Torch threads of the engine's forwards; 0: auto — all cores but one for small decode batches "
+        "(left to the event loop and the scorer), every core for prefills and from 8 running rows.",
     )
     scorer_threads: int = Field(1, ge=0, le=256, description="Torch threads of the tone scorer (0: all cores).")
     model_cache_dir: Path | None = Field(None, description="Where converted GGUFs live (default home/models/cache).")

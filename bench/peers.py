@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +46,9 @@ class Process:
     ):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        with socket.socket() as probe:  # a leftover server on the port would be measured instead of this one
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise RuntimeError(f"port {port} is already in use; stop what listens there first")
         RESULTS.joinpath("tmp").mkdir(parents=True, exist_ok=True)
         self.log = open(RESULTS / "tmp" / f"{self.name}-{port}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(

@@ -8,6 +8,7 @@ Speed: plain generate at batch 1 and 16, variants alternated within one run, med
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -42,7 +43,8 @@ def load_variant(mode: str):
 
 def prompts(tokenizer) -> list[list[int]]:
     rows = [json.loads(line) for line in (ROOT / "data/support/heldout_questions.jsonl").read_text().splitlines()]
-    return [tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=True) for r in rows]
+    encoded = [tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=True) for r in rows]
+    return [list(e["input_ids"] if hasattr(e, "keys") else e) for e in encoded]
 
 
 def generate(model, tokenizer, batch: list[list[int]], adapter: str | None) -> list[list[int]]:
@@ -52,10 +54,13 @@ def generate(model, tokenizer, batch: list[list[int]], adapter: str | None) -> l
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
-    kwargs = {"adapter_names": [adapter or "__base__"] * len(batch)}
-    with torch.no_grad():
+    # one adapter per batch, so the plain PEFT path (DoRA cannot take adapter_names)
+    context = model.disable_adapter() if adapter is None else contextlib.nullcontext()
+    if adapter is not None:
+        model.set_adapter(adapter)
+    with torch.no_grad(), context:
         out = model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=MAX_TOKENS, do_sample=False, pad_token_id=pad, **kwargs
+            input_ids=ids, attention_mask=mask, max_new_tokens=MAX_TOKENS, do_sample=False, pad_token_id=pad
         )
     rows = []
     for row in out[:, width:].tolist():
