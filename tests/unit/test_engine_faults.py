@@ -144,7 +144,8 @@ async def test_retry_after_follows_the_drain_rate(tiny):
     engine.eos_ids = {-1}
     engine.start()
     try:
-        handles = [engine.submit(GenerationRequest(PROMPTS[0], SamplingParams(150, temperature=0))) for _ in range(16)]
+        # a queue deep enough that draining it takes well over the 1 s floor however fast the engine gets
+        handles = [engine.submit(GenerationRequest(PROMPTS[0], SamplingParams(150, temperature=0))) for _ in range(48)]
         stamps = []
         for h in handles[:4]:
             await collect(h)
