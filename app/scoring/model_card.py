@@ -42,7 +42,10 @@ their set's mean (a within-set, pairwise view that only sees differences between
 v2 those are uncorrelated with length); and *invariance pairs* (weight 50): tone-preserving augmented copies of
 60% of the rows (`app/scoring/augment.py`: a neutral sentence or an order id/amount inserted; sentences and
 phrases distinct from the metamorphic suite's) minus their original, with target 0. v1 rows weighted 0.35.
-Multinomial logistic regression (C 0.3) for the label (rows and augmented copies). Plain numpy arrays
+Multinomial logistic regression (C 0.3) for the label (rows and augmented copies; v1 rows weighted 4, because
+v1's support rewrites define the four bot voices the persona adapters are trained on: with v1 at 0.35, cheerful
+procedural support answers — warm "in passing" by the v2 rubric — were labelled `friendly` only about half the time).
+Plain numpy arrays
 (`style_head.npz`, `allow_pickle=False`) plus `style_head.json`. The invariance weight is the smallest tried
 (0, 5, 20, 30, 50, 100) that kept the metamorphic suite within tolerance; on 4 of the 8 cross-register folds it
 cost about 0.03 / 0.03 / 0.06 Spearman (formality / politeness / warmth) against no invariance pairs

@@ -33,6 +33,9 @@ STYLE_WEIGHTS = {"dims": [1.6, 1.0, 1.0], "probs": 1.0, "proj": 0.12}
 RIDGE_ALPHA = 30.0
 LOGIT_C = 0.3
 V1_WEIGHT = 0.35  # v1 rows: same authors, length-confounded grades; they help register, not face-work
+# The label is not length-confounded the way the v1 grades are, and v1's support rewrites define the four bot
+# voices the adapters are trained on (cheerful procedural support answers are `friendly` there).
+LABEL_V1_WEIGHT = 4.0
 WITHIN_SET_WEIGHT = 1.0  # weight of the within-set (pairwise) view relative to the rows themselves
 AUGMENT_SHARE = 0.6  # share of rows that also get a tone-preserving augmented copy (app/scoring/augment.py)
 # Weight of the invariance view (augmented copy minus its original -> target 0). The smallest of 0/5/20/30/50/100
@@ -123,7 +126,8 @@ def fit_head(rows: list[dict], features: np.ndarray, embeddings: np.ndarray, idx
     )
     dim_w, dim_b = ridge.coef_[:, :-1].T, ridge.coef_[:, -1]
     y_lab = np.array([LABELS.index(r["label"]) for r in sub])
-    logit = LogisticRegression(C=LOGIT_C, max_iter=3000, random_state=seed).fit(x, y_lab, sample_weight=weight)
+    label_weight = np.array([LABEL_V1_WEIGHT if r["corpus"] == "v1" else 1.0 for r in sub])
+    logit = LogisticRegression(C=LOGIT_C, max_iter=3000, random_state=seed).fit(x, y_lab, sample_weight=label_weight)
     meta = {
         "feature_names": FEATURE_NAMES,
         "labels": list(LABELS),
