@@ -137,6 +137,7 @@ def write_card(path: Path, metrics: dict, meta: dict) -> None:
     for name, v in meta_m["directional"].items():
         lines.append(f"| {name} | {v['passed']} / {v['n']} | {v['mean_delta']:+.3f} | {v['min_delta']:+.3f} |")
     lines.append(PREVIOUS_HEAD)
+    lines.append(DOWNSTREAM)
     lines.append(KNOWN_LIMITS)
     path.write_text("\n".join(lines) + "\n")
 
@@ -145,6 +146,21 @@ PREVIOUS_HEAD = """
 The suite can fail: on the previous head (47 features, no normalisation, v1 data only; measured once) the five
 tone-preserving edits moved a dimension by up to 0.067 (curly), 0.058 (tokenised), 0.102 (neutral clause),
 0.104 (id/amount) and 0.232 (trailing period), over tolerance on 2, 1, 9, 5 and 12 of 12 texts.
+"""
+
+DOWNSTREAM = """
+**What depends on the scores** (measured with this head, 1 December 2026). The v2 rubric reads the cheerful,
+procedural answers of the `support-friendly` corpus (`data/support`) as warm only "in passing" (warmth ≈ 0.43,
+politeness ≈ 0.59, below the persona's empathic exemplars), so the persona gained 6 cheerful procedural
+exemplars (written for it) and the label head weights the v1 support rewrites (above). `bench/drift.py`: 0 false
+alarms in 500 stable turns for `support-formal`, but **3 and 1** for `support-friendly` (0 with the previous head);
+switches detected in a median of 2-4 turns. `tests/e2e/test_persona_adapters.py`: 10 of 11 pass; the
+`support-formal` adapter differs from the base model by a dimension gap of 0.091 (< 0.1) and a label TVD of 0.05,
+because the base model's plain answers already read as `formal` under the v2 rubric. Persona radii are
+re-derived from the exemplars at load. The adapter eval report was not re-run. Throughput: normalisation and
+features cost 0.18 ms per text (the encoder dominates); one `bench.run scoring` run gave 124 texts/s at batch 32
+and a chat-scoring overhead of −2% (noise), but on 2 cores shared with two other jobs (load ≈ 4.4), so it is not
+comparable with the idle-machine 262 texts/s in the README and was not committed as the bench result.
 """
 
 KNOWN_LIMITS = """
