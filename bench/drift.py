@@ -57,7 +57,7 @@ def run(
         for style, texts in responses.items():
             if (style, persona_name) in scored:
                 continue
-            reports = scorer._score(texts, persona, False)
+            reports = [scorer._report(p, persona, False) for p in scorer._predict(texts)]
             scored[(style, persona_name)] = [
                 drift.Observation(r["persona_distance"], r["formality"], r["politeness"], r["warmth"]) for r in reports
             ]

@@ -1,9 +1,16 @@
-"""Interpretable stylistic features of a text: the part of the tone signal that does not depend on topic.
+"""Interpretable stylistic features of a (normalised) text: the part of the tone signal that does not depend on topic.
 
-Each feature is a rate or a squashed count so texts of any length are comparable. The lexicons are ours and
-deliberately small; they mark register (contractions, slang, casing), politeness strategies (gratitude, apology,
-deference, hedges, indirect requests, greetings), warmth (positive affect, empathy) and the terse "robotic"
-register (fragments, codes, no pronouns).
+Three groups. *Register* (formality): word and sentence shape, contractions, slang, casing, punctuation habits,
+passive voice. *Politeness strategies* (Brown & Levinson): gratitude, deference, greeting, apology, please at a
+sentence start vs inside, indirect could/would vs indicative can/will requests, hedges, subjunctive modals,
+first-person plural, direct questions and starts, factuality, second-person starts, obligation, rudeness and
+sentiment, with negation handled ("not helpful", "I'm not sorry", "I don't appreciate" count against, not for).
+*Warmth*: emotional reactions, validation, understanding, care and reassurance, feelings, personal address; `!` is
+one weak cue among many; the cold signal is templated, impersonal language, not shortness.
+
+Deliberately absent: raw length (text, word or sentence counts) and digits (normalised to placeholders, which
+the features ignore), so neither can stand in for tone. Markers are squashed counts (presence matters more than
+repetition); register cues are rates; position cues are shares of sentences.
 """
 
 from __future__ import annotations
@@ -13,88 +20,21 @@ import re
 
 import numpy as np
 
-
-def _words(text: str) -> set[str]:
-    return set(text.split())
-
+from app.scoring import lexicons as lx
+from app.scoring.normalize import normalize
 
 WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+PLACEHOLDER = re.compile(r"<(?:url|email|amount|id|num)>")
 EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf\U0001f000-\U0001f2ff]")
 EMOTICON = re.compile(r"(?::|;|=)-?[)(DPp/]|<3|\^\^|xD|XD")
-CONTRACTION = re.compile(r"\b\w+'(?:s|re|ve|ll|d|m|t)\b|\b(?:can|won|don|isn|aren|didn|doesn|wasn|weren)t\b", re.I)
-
-SLANG = _words("""
-lol lmao lmfao rofl omg omfg wtf idk idc tbh btw imo imho ngl fr rn bc cuz coz cos gonna wanna
-gotta kinda sorta dunno ya yah yeah yep yup nah nope u ur r k kk ok okay yo dude bro bruh guys
-y'all yall thx thnx ty pls plz lemme gimme ain't aint wassup sup hey heya hiya haha hahaha hehe
-lil tho thru nvm smh af bday asap fyi jk xoxo meh ugh ooh oops whoa wow yay cool awesome stuff
-folks mate cheers tons gotcha totally super
-""")
-FORMAL_WORDS = _words("""
-however therefore furthermore moreover nevertheless consequently accordingly regarding hereby
-herein thereof whereby pursuant notwithstanding additionally subsequently respectively
-approximately therein henceforth prior whom thus hence shall kindly sincerely regards dear
-madam sir request requested inform informed ensure assist assistance require required inquiry
-enquiry acknowledge appreciate regret apologise apologize convenience purchase receive received
-provide provided please note indicate indicated obtain commence concerning sufficient
-demonstrate facilitate utilize utilise regard whereas upon
-""")
-POLITE_PLEASE = {"please", "pls", "plz", "kindly"}
-GRATITUDE = re.compile(r"\b(thanks?|thank you|thx|ty|appreciate[ds]?|grateful|cheers)\b", re.I)
-APOLOGY = re.compile(r"\b(sorry|apologi[sz]e[sd]?|apologies|regret|my bad|excuse me|pardon)\b", re.I)
-DEFERENCE = re.compile(
-    r"\b(would you mind|if you don't mind|if it's not too much|when you (?:get|have) a (?:chance|moment)|"
-    r"i was wondering|i wonder if|would it be possible|might i|may i|sorry to bother|no rush|at your convenience|"
-    r"great question|good question|you're right|you are right|i understand)\b",
-    re.I,
-)
-INDIRECT = re.compile(r"\b(could|would|can|will) you\b|\bwould it be\b|\bis it possible\b", re.I)
-GREETING = re.compile(r"^\s*(hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings|howdy|hiya|yo)\b", re.I)
-HEDGE = re.compile(
-    r"\b(perhaps|maybe|might|possibly|probably|i think|i believe|i guess|i suppose|it seems|"
-    r"seems|somewhat|a bit|kind of|sort of|apparently|likely|unlikely|i feel)\b",
-    re.I,
-)
-FACTUAL = re.compile(r"\b(actually|in fact|obviously|clearly|of course|really|honestly|seriously)\b", re.I)
-DIRECT_Q = re.compile(r"^\s*(why|what|how|where|when|who)\b[^.!]*\?", re.I)
-RUDE = re.compile(
-    r"\b(stupid|idiot|idiotic|dumb|hell|damn|wtf|crap|shit|ridiculous|useless|pathetic|nonsense|"
-    r"shut up|moron|garbage|incompetent|whatever|terrible|awful|worst|hate|sucks?|annoying)\b",
-    re.I,
-)
-POSITIVE = re.compile(
-    r"\b(happy|glad|love|lovely|great|wonderful|awesome|amazing|excited|exciting|delighted|"
-    r"fantastic|enjoy|hope|hoping|welcome|pleasure|congrats|congratulations|yay|thrilled|"
-    r"excellent|perfect|best|beautiful|sweet|fun|nice|kind|care|warm|warmly|hug|hugs)\b",
-    re.I,
-)
-EMPATHY = re.compile(
-    r"\b(i understand|i know how|that must|must be|sorry to hear|frustrating|totally get|"
-    r"i hear you|don't worry|no worries|rest assured|we're here|i'm here|happy to help|"
-    r"here to help|feel free|take care|hang in there)\b",
-    re.I,
-)
-IMPERATIVE_VERBS = _words("""
-send give tell fix stop do make check go look read update remove add use try provide submit
-enter click call contact wait restart retry reset follow see note ensure let get put take bring
-keep open close confirm fill select choose install delete return refer visit sign log reply
-respond allow expect
-""")
-FIRST_SINGULAR = {"i", "me", "my", "mine", "myself", "i'm", "i've", "i'll", "i'd"}
-FIRST_PLURAL = {"we", "us", "our", "ours", "we're", "we've", "we'll", "we'd"}
-SECOND = {"you", "your", "yours", "yourself", "you're", "you've", "you'll", "you'd", "u", "ur"}
-FUNCTION_PRONOUNS = FIRST_SINGULAR | FIRST_PLURAL | SECOND | {"he", "she", "they", "it", "this", "that"}
-LATINATE = re.compile(r"(tion|sion|ment|ance|ence|ity|ive|ous|ial|ible|able|ize|ise|ate)$")
-CODE_LIKE = re.compile(r"#?\b[A-Z0-9]{2,}[-_]?\d+\b|\b\d+[a-z]*\b|\b[A-Z]{2,}\b")
+CONTRACTION = re.compile(r"\b\w+'(?:s|re|ve|ll|d|m|t)\b|\b(?:cant|wont|dont|isnt|arent|didnt|doesnt|im|ive)\b", re.I)
 STATUS_LINE = re.compile(r"^\s*[A-Z][A-Za-z ]{0,20}:\s*\S", re.M)
 
 FEATURE_NAMES = [
-    "log_chars",
-    "log_words",
+    # register
     "mean_word_len",
     "mean_sentence_words",
-    "log_sentences",
     "long_word_rate",
     "latinate_rate",
     "formal_word_rate",
@@ -103,46 +43,60 @@ FEATURE_NAMES = [
     "lowercase_i",
     "lower_sentence_start",
     "caps_word_rate",
-    "no_final_punct",
-    "exclamation_rate",
+    "exclamation",
     "multi_punct",
-    "question_rate",
+    "question",
     "ellipsis",
-    "emoji_rate",
+    "emoji",
     "emoticon",
     "comma_rate",
     "semicolon_colon",
     "paren_dash",
-    "please",
+    "passive",
+    "stopword_free",
+    # politeness strategies
     "please_start",
+    "please_inside",
     "gratitude",
+    "gratitude_negated",
     "apology",
+    "apology_negated",
     "deference",
-    "indirect_request",
     "greeting",
+    "closing",
+    "indirect_request",
+    "indicative_request",
+    "subjunctive",
     "hedge",
     "factual",
     "direct_question",
-    "rude",
-    "positive",
-    "empathy",
-    "imperative_start",
-    "first_singular",
+    "direct_start",
+    "first_singular_start",
     "first_plural",
-    "second_person",
     "second_start",
-    "pronoun_rate",
-    "fragment_rate",
-    "code_rate",
+    "second_person",
+    "obligation",
+    "imperative_start",
+    "rude",
+    "dismissive",
+    "negative",
+    "positive",
+    "positive_negated",
+    # warmth
+    "emotional_reaction",
+    "validation",
+    "understanding",
+    "care",
+    "feelings",
+    "personal_address",
+    "warm_emoji",
+    "first_singular",
+    # cold / robotic
+    "templated",
     "status_line",
-    "digit_rate",
-    "stopword_free",
+    "impersonal_sentences",
+    "fragment_rate",
 ]
-
-STOPWORDS = _words("""
-the a an of to in on for and or but is are was were be been being it this that with as at by
-from if then so not no do does did have has had will would can could should
-""")
 
 
 def _sq(count: float) -> float:
@@ -150,73 +104,126 @@ def _sq(count: float) -> float:
     return 1.0 - math.exp(-count)
 
 
+def _matches(pattern: re.Pattern[str], text: str) -> tuple[int, int]:
+    """(plain, negated) match counts: negated when a negator occurs within the three words before the match."""
+    plain = negated = 0
+    for m in pattern.finditer(text):
+        before = re.split(r"[.!?,;\n]", text[max(0, m.start() - 40) : m.start()])[-1]  # same clause only
+        window = " ".join(before.split()[-3:])
+        if lx.NEGATORS.search(window):
+            negated += 1
+        else:
+            plain += 1
+    return plain, negated
+
+
+def _sentence_words(sentence: str) -> list[str]:
+    return [w.lower() for w in WORD.findall(sentence)]
+
+
 def extract(text: str) -> np.ndarray:
-    stripped = text.strip()
-    words = WORD.findall(stripped)
+    """Features of one text (normalised here; normalising twice is harmless)."""
+    norm = normalize(text)
+    plain = PLACEHOLDER.sub(" ", norm)
+    lower = plain.lower()
+    words = WORD.findall(plain)
     lower_words = [w.lower() for w in words]
     n_words = max(1, len(words))
-    sentences = [s for s in SENTENCE_SPLIT.split(stripped) if s.strip()] or [stripped]
+    sentences = [s.strip() for s in SENTENCE_SPLIT.split(plain) if s.strip() and WORD.search(s)] or [plain]
     n_sent = len(sentences)
-    letters = [c for c in stripped if c.isalpha()]
-    sentence_word_counts = [len(WORD.findall(s)) for s in sentences]
-    fragments = sum(
-        1
-        for c, s in zip(sentence_word_counts, sentences, strict=True)
-        if c <= 4 and not any(w.lower() in FUNCTION_PRONOUNS for w in WORD.findall(s))
+    sent_words = [_sentence_words(s) for s in sentences]
+    lower_sents = [s.lower() for s in sentences]
+
+    # sentence-initial words after an opening greeting ("Hi Sam, could you ...") or vocative
+    starts = []
+    for sw in sent_words:
+        i = 1 if sw[:1] and lx.GREETING.match(sw[0]) else 0
+        starts.append(sw[i] if len(sw) > i else "")
+    please_start = sum(1 for s in starts if s in lx.PLEASE)
+    please_all = sum(1 for w in lower_words if w in lx.PLEASE)
+    gratitude, gratitude_neg = _matches(lx.GRATITUDE, lower)
+    gratitude_neg += len(lx.THANKS_SARCASM.findall(lower))
+    apology, apology_neg = _matches(lx.APOLOGY, lower)
+    positive, positive_neg = _matches(lx.POSITIVE, lower)
+    negative, negative_neg = _matches(lx.NEGATIVE, lower)
+    reaction = len(lx.EMOTIONAL_REACTION.findall(lower))
+    impersonal = sum(1 for sw in sent_words if not any(w in lx.FUNCTION_PRONOUNS for w in sw))
+    fragments = sum(1 for sw in sent_words if len(sw) <= 4 and not any(w in lx.FUNCTION_PRONOUNS for w in sw))
+    last = sent_words[-1] if sent_words else []
+    closing = bool(last) and (
+        bool(lx.GRATITUDE.search(lower_sents[-1]))
+        or last[0] in {"regards", "best", "sincerely", "cheers", "warmly", "yours", "kind", "warm", "thanks"}
     )
-    imperative = sum(1 for s in sentences if (m := WORD.match(s.strip())) and m.group(0).lower() in IMPERATIVE_VERBS)
-    content = [w for w in lower_words if w not in STOPWORDS]
+    first_word = lower_words[0] if lower_words else ""
+    vocative = bool(re.match(r"^(?i:hi|hey|hello|dear|thanks|thank you|morning)\s+[A-Z][a-z]+", plain)) or bool(
+        re.search(r",\s*[A-Z][a-z]+[!?]?$", plain)
+    )
+    address = vocative or any(w in lx.ADDRESS_TERMS for w in lower_words[:3])
+    letters = any(c.isalpha() for c in plain)
 
     values = {
-        "log_chars": math.log1p(len(stripped)) / 6.0,
-        "log_words": math.log1p(len(words)) / 5.0,
         "mean_word_len": (sum(len(w) for w in words) / n_words) / 6.0 if words else 0.0,
-        "mean_sentence_words": min(sum(sentence_word_counts) / n_sent, 60) / 20.0,
-        "log_sentences": math.log1p(n_sent) / 2.0,
+        "mean_sentence_words": min(len(words) / n_sent, 40) / 20.0,
         "long_word_rate": sum(1 for w in words if len(w) >= 8) / n_words,
-        "latinate_rate": sum(1 for w in lower_words if len(w) > 5 and LATINATE.search(w)) / n_words,
-        "formal_word_rate": sum(1 for w in lower_words if w in FORMAL_WORDS) / n_words * 5,
-        "contraction_rate": len(CONTRACTION.findall(stripped)) / n_words * 5,
-        "slang_rate": sum(1 for w in lower_words if w in SLANG) / n_words * 5,
-        "lowercase_i": _sq(len(re.findall(r"\bi\b(?!\.)", stripped))),
-        "lower_sentence_start": sum(1 for s in sentences if s.strip()[:1].islower()) / n_sent,
-        "caps_word_rate": sum(1 for w in words if len(w) > 1 and w.isupper()) / n_words * 3,
-        "no_final_punct": 0.0 if stripped[-1:] in ".!?)\"'" else 1.0,
-        "exclamation_rate": _sq(stripped.count("!")),
-        "multi_punct": _sq(len(re.findall(r"[!?]{2,}", stripped))),
-        "question_rate": _sq(stripped.count("?")),
-        "ellipsis": _sq(len(re.findall(r"\.\.+|…", stripped))),
-        "emoji_rate": _sq(len(EMOJI.findall(stripped))),
-        "emoticon": _sq(len(EMOTICON.findall(stripped))),
-        "comma_rate": stripped.count(",") / n_words * 5,
-        "semicolon_colon": _sq(stripped.count(";") + stripped.count(":")),
-        "paren_dash": _sq(stripped.count("(") + len(re.findall(r"\s[-–—]\s|—", stripped))),
-        "please": _sq(sum(1 for w in lower_words if w in POLITE_PLEASE)),
-        "please_start": 1.0 if lower_words[:1] and lower_words[0] in POLITE_PLEASE else 0.0,
-        "gratitude": _sq(len(GRATITUDE.findall(stripped))),
-        "apology": _sq(len(APOLOGY.findall(stripped))),
-        "deference": _sq(len(DEFERENCE.findall(stripped))),
-        "indirect_request": _sq(len(INDIRECT.findall(stripped))),
-        "greeting": 1.0 if GREETING.search(stripped) else 0.0,
-        "hedge": _sq(len(HEDGE.findall(stripped))),
-        "factual": _sq(len(FACTUAL.findall(stripped))),
-        "direct_question": _sq(sum(1 for s in sentences if DIRECT_Q.search(s))),
-        "rude": _sq(len(RUDE.findall(stripped))),
-        "positive": _sq(len(POSITIVE.findall(stripped))),
-        "empathy": _sq(len(EMPATHY.findall(stripped))),
-        "imperative_start": imperative / n_sent,
-        "first_singular": sum(1 for w in lower_words if w in FIRST_SINGULAR) / n_words * 5,
-        "first_plural": sum(1 for w in lower_words if w in FIRST_PLURAL) / n_words * 5,
-        "second_person": sum(1 for w in lower_words if w in SECOND) / n_words * 5,
-        "second_start": 1.0 if lower_words[:1] and lower_words[0] in SECOND else 0.0,
-        "pronoun_rate": sum(1 for w in lower_words if w in FUNCTION_PRONOUNS) / n_words * 3,
+        "latinate_rate": sum(1 for w in lower_words if len(w) > 5 and lx.LATINATE.search(w)) / n_words,
+        "formal_word_rate": sum(1 for w in lower_words if w in lx.FORMAL_WORDS) / n_words * 5,
+        "contraction_rate": len(CONTRACTION.findall(plain)) / n_words * 5,
+        "slang_rate": sum(1 for w in lower_words if w in lx.SLANG) / n_words * 5,
+        "lowercase_i": _sq(len(re.findall(r"\bi\b(?!\.)", plain))),
+        "lower_sentence_start": sum(1 for s in sentences if s[:1].islower()) / n_sent if letters else 0.0,
+        "caps_word_rate": sum(1 for w in words if len(w) > 1 and w.isupper() and w != "OK") / n_words * 3,
+        "exclamation": _sq(plain.count("!") * 0.5),
+        "multi_punct": _sq(len(re.findall(r"[!?]{2,}", plain))),
+        "question": _sq(plain.count("?")),
+        "ellipsis": _sq(plain.count("...")),
+        "emoji": _sq(len(EMOJI.findall(plain))),
+        "emoticon": _sq(len(EMOTICON.findall(plain))),
+        "comma_rate": plain.count(",") / n_words * 5,
+        "semicolon_colon": _sq(plain.count(";") + plain.count(":")),
+        "paren_dash": _sq(plain.count("(") + plain.count(" - ")),
+        "passive": _sq(len(lx.PASSIVE.findall(lower))),
+        "stopword_free": 1.0 - sum(1 for w in lower_words if w in lx.STOPWORDS) / n_words if words else 1.0,
+        "please_start": _sq(please_start),
+        "please_inside": _sq(max(0, please_all - please_start)),
+        "gratitude": _sq(gratitude),
+        "gratitude_negated": _sq(gratitude_neg),
+        "apology": _sq(apology),
+        "apology_negated": _sq(apology_neg),
+        "deference": _sq(len(lx.DEFERENCE.findall(lower))),
+        "greeting": 1.0 if lower_words and lx.GREETING.match(" ".join(lower_words[:3])) else 0.0,
+        "closing": 1.0 if closing and n_sent > 1 else 0.0,
+        "indirect_request": _sq(len(lx.INDIRECT.findall(lower))),
+        "indicative_request": _sq(len(lx.INDICATIVE.findall(lower))),
+        "subjunctive": _sq(sum(1 for w in lower_words if w in lx.SUBJUNCTIVE)),
+        "hedge": _sq(len(lx.HEDGE.findall(lower))),
+        "factual": _sq(len(lx.FACTUAL.findall(lower))),
+        "direct_question": _sq(sum(1 for s in lower_sents if lx.DIRECT_QUESTION.search(s))),
+        "direct_start": _sq(sum(1 for s in starts if s in lx.DIRECT_START)),
+        "first_singular_start": _sq(sum(1 for s in starts if s in lx.FIRST_SINGULAR)),
+        "first_plural": _sq(sum(1 for w in lower_words if w in lx.FIRST_PLURAL)),
+        "second_start": _sq(sum(1 for s in starts if s in lx.SECOND)),
+        "second_person": sum(1 for w in lower_words if w in lx.SECOND) / n_words * 5,
+        "obligation": _sq(len(lx.OBLIGATION.findall(lower))),
+        "imperative_start": sum(1 for s in starts if s in lx.IMPERATIVE_VERBS) / n_sent,
+        "rude": _sq(len(lx.RUDE.findall(lower))),
+        "dismissive": _sq(len(lx.DISMISSIVE.findall(lower))),
+        "negative": _sq(negative + positive_neg),
+        "positive": _sq(positive + negative_neg),
+        "positive_negated": _sq(positive_neg),
+        "emotional_reaction": _sq(reaction),
+        "validation": _sq(len(lx.VALIDATION.findall(lower))),
+        "understanding": _sq(len(lx.UNDERSTANDING.findall(lower))),
+        "care": _sq(len(lx.CARE.findall(lower))),
+        "feelings": _sq(len(lx.FEELINGS.findall(lower))),
+        "personal_address": 1.0 if address else 0.0,
+        "warm_emoji": _sq(len(lx.WARM_EMOJI.findall(plain))),  # hearts, hugs; a plain smiley is only an emoticon
+        "first_singular": _sq(sum(1 for w in lower_words if w in lx.FIRST_SINGULAR)),
+        "templated": _sq(len(lx.TEMPLATED.findall(lower))),
+        "status_line": _sq(len(STATUS_LINE.findall(plain))),
+        "impersonal_sentences": impersonal / n_sent,
         "fragment_rate": fragments / n_sent,
-        "code_rate": len(CODE_LIKE.findall(stripped)) / n_words * 3,
-        "status_line": _sq(len(STATUS_LINE.findall(stripped))),
-        "digit_rate": sum(1 for c in stripped if c.isdigit()) / max(1, len(stripped)) * 5,
-        "stopword_free": 1.0 - (len(words) - len(content)) / n_words if words else 1.0,
     }
-    if not letters:
+    if first_word == "":
         values["lower_sentence_start"] = 0.0
     return np.array([values[name] for name in FEATURE_NAMES], dtype=np.float32)
 

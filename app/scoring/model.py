@@ -15,6 +15,8 @@ import numpy as np
 from app.scoring.features import FEATURE_NAMES, extract_many
 from app.scoring.labels import DIMENSIONS, LABELS
 
+Z_CLIP = 6.0  # standardized features are clipped: one rare marker must not outvote everything else
+
 
 @dataclass
 class StylePrediction:
@@ -67,7 +69,7 @@ class StyleHead:
         (folder / "style_head.json").write_text(json.dumps(self.meta, indent=2) + "\n")
 
     def design(self, features: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-        f = (features - self.feat_mean) / self.feat_std
+        f = np.clip((features - self.feat_mean) / self.feat_std, -Z_CLIP, Z_CLIP)
         p = (embeddings @ self.proj - self.proj_mean) / self.proj_std
         return np.concatenate([f, p], axis=1).astype(np.float32)
 

@@ -27,6 +27,7 @@ from app.metrics import Metrics
 from app.scoring.embedder import Embedder
 from app.scoring.labels import DIMENSIONS
 from app.scoring.model import StyleHead
+from app.scoring.normalize import normalize
 from app.scoring.personas import Persona, calibrate, load_shipped
 
 log = logging.getLogger("tonewatch.scorer")
@@ -122,7 +123,7 @@ class ToneScorer:
     def _calibrate(self, persona: Persona) -> Persona:
         if len(persona.exemplars) < MIN_EXEMPLARS:
             raise InvalidRequest(f"a persona needs at least {MIN_EXEMPLARS} exemplars", param="exemplars")
-        texts = [clean_text(t) for t in persona.exemplars]
+        texts = [normalize(clean_text(t)) for t in persona.exemplars]
         predictions = self.head.predict(texts, self.embedder.encode(texts))
         return calibrate(persona, predictions, self.head.style_weights["dims"])
 
@@ -153,7 +154,8 @@ class ToneScorer:
         return report
 
     def _predict(self, texts: list[str]):
-        cleaned = [clean_text(t) for t in texts]
+        # features and embedding both see the normalised text: typography, ids and amounts carry no tone
+        cleaned = [normalize(clean_text(t)) for t in texts]
         return self.head.predict(cleaned, self.embedder.encode(cleaned))
 
     def _take(self) -> list[_Job]:

@@ -1,0 +1,198 @@
+"""Honest evaluation of the style head, written into the model card by `train-style`.
+
+* cross-register: leave-one-register-out over the eight v2 registers (train on v1 + seven registers, test on the
+  register never seen), averaged over folds;
+* in-register: 20% of sets held out by a hash of the set id (no version of a held-out message is trained on);
+* baselines on exactly the same test rows: length only (log word count, sign chosen on the training rows) and a
+  plain lexicon per dimension (counts of a short word list, no training);
+* label accuracy per register; Spearman of the predictions with length (does the model lean on length?);
+* the metamorphic suite (app/scoring/metamorphic.py) on the final head.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+from app.scoring import metamorphic as mm
+from app.scoring.labels import DIMENSIONS, LABELS
+from app.scoring.lexicons import words
+from app.scoring.model import StyleHead
+from app.scoring.normalize import normalize
+
+HOLDOUT = 0.2
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+# Plain lexicon baselines (not the scorer's lexicons): a count of markers, nothing learned.
+LEX_FORMAL = words("however therefore regarding furthermore thus hence shall whom pursuant sincerely regards")
+LEX_INFORMAL = words("lol u ur gonna wanna yeah yep nah omg idk tbh btw ok okay hey cool stuff guys")
+LEX_POLITE = words("please thanks thank sorry could would appreciate kindly grateful hi hello perhaps wondering mind")
+LEX_EMPATHY = words("sorry understand hope glad happy feel love care worry hear sounds imagine hugs support")
+DIRECT_Q = re.compile(r"(?:^|[.!?]\s+)(?:why|what|how|where|who)\b", re.I)
+
+
+def _tokens(text: str) -> list[str]:
+    return _WORD.findall(normalize(text).lower())
+
+
+def lexicon_scores(texts: list[str]) -> np.ndarray:
+    out = []
+    for text in texts:
+        toks = _tokens(text)
+        n = max(1, len(toks))
+        contractions = sum(1 for t in toks if "'" in t)
+        formal = (sum(t in LEX_FORMAL for t in toks) - sum(t in LEX_INFORMAL for t in toks) - contractions) / n
+        polite = sum(t in LEX_POLITE for t in toks) - len(DIRECT_Q.findall(text))
+        warm = sum(t in LEX_EMPATHY for t in toks)
+        out.append([formal, polite, warm])
+    return np.array(out, dtype=np.float64)
+
+
+def length_scores(texts: list[str]) -> np.ndarray:
+    return np.array([math.log1p(len(t.split())) for t in texts], dtype=np.float64)
+
+
+def _spearman(a, b) -> float:
+    from app.scoring.train import spearman
+
+    return spearman(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+
+
+def _truth(rows: list[dict], idx) -> np.ndarray:
+    return np.array([[rows[i][d] for d in DIMENSIONS] for i in idx], dtype=np.float64)
+
+
+def _score_split(head, rows, features, embeddings, train_idx, test_idx) -> dict:
+    x = head.design(features[test_idx], embeddings[test_idx])
+    dims, probs = head.predict_design(x)
+    truth = _truth(rows, test_idx)
+    texts = [rows[i]["text"] for i in test_idx]
+    length = length_scores(texts)
+    train_len = length_scores([rows[i]["text"] for i in train_idx])
+    train_truth = _truth(rows, train_idx)
+    lexicon = lexicon_scores(texts)
+    out: dict = {"n": len(test_idx)}
+    for j, dim in enumerate(DIMENSIONS):
+        sign = 1.0 if _spearman(train_len, train_truth[:, j]) >= 0 else -1.0
+        out[dim] = {
+            "model": _spearman(dims[:, j], truth[:, j]),
+            "length_only": _spearman(sign * length, truth[:, j]),
+            "lexicon": _spearman(lexicon[:, j], truth[:, j]),
+            "prediction_vs_length": _spearman(dims[:, j], length),
+        }
+    labels = np.array([LABELS.index(rows[i]["label"]) for i in test_idx])
+    out["label_accuracy"] = float(np.mean(np.argmax(probs, 1) == labels))
+    return out
+
+
+def cross_register(rows, features, embeddings, seed: int, fit: Callable) -> dict:
+    registers = sorted({r["register"] for r in rows if r["corpus"] == "v2"})
+    folds = {}
+    for register in registers:
+        test_idx = np.array([i for i, r in enumerate(rows) if r["register"] == register and not r.get("augmented")])
+        train_idx = np.array([i for i, r in enumerate(rows) if r["register"] != register])
+        head = fit(rows, features, embeddings, train_idx, seed)
+        folds[register] = _score_split(head, rows, features, embeddings, train_idx, test_idx)
+    return {"cross_register": {"folds": folds, "mean": _mean_folds(list(folds.values()))}}
+
+
+def _mean_folds(folds: list[dict]) -> dict:
+    mean: dict = {}
+    for dim in DIMENSIONS:
+        mean[dim] = {k: float(np.mean([f[dim][k] for f in folds])) for k in folds[0][dim]}
+        mean[dim]["model_min"] = float(np.min([f[dim]["model"] for f in folds]))
+    mean["label_accuracy"] = float(np.mean([f["label_accuracy"] for f in folds]))
+    return mean
+
+
+def in_register(rows, features, embeddings, seed: int, fit: Callable) -> dict:
+    from app.scoring.train import set_hash_fraction
+
+    held = np.array([set_hash_fraction(r["set"], seed) < HOLDOUT for r in rows])
+    train_idx = np.where(~held)[0]
+    test = held & np.array([not r.get("augmented") for r in rows])
+    head = fit(rows, features, embeddings, train_idx, seed)
+    out = {}
+    v2_test = np.array([i for i in np.where(test)[0] if rows[i]["corpus"] == "v2"])
+    v1_test = np.array([i for i in np.where(test)[0] if rows[i]["corpus"] == "v1"])
+    out["v2"] = _score_split(head, rows, features, embeddings, train_idx, v2_test)
+    out["v1"] = _score_split(head, rows, features, embeddings, train_idx, v1_test)
+    per_register = {}
+    for register in sorted({rows[i]["register"] for i in v2_test}):
+        idx = np.array([i for i in v2_test if rows[i]["register"] == register])
+        x = head.design(features[idx], embeddings[idx])
+        _, probs = head.predict_design(x)
+        labels = np.array([LABELS.index(rows[i]["label"]) for i in idx])
+        per_register[register] = float(np.mean(np.argmax(probs, 1) == labels))
+    out["label_accuracy_per_register"] = per_register
+    return {"in_register": out}
+
+
+def length_correlation(rows: list[dict]) -> dict:
+    out = {}
+    for corpus in ("v1", "v2"):
+        sub = [r for r in rows if r["corpus"] == corpus and not r.get("augmented")]
+        words = [len(r["text"].split()) for r in sub]
+        out[corpus] = {d: _spearman(words, [r[d] for r in sub]) for d in DIMENSIONS}
+        out[corpus]["exclamation_vs_warmth"] = _spearman(["!" in r["text"] for r in sub], [r["warmth"] for r in sub])
+    return out
+
+
+def predict_texts(head: StyleHead, embedder, texts: list[str]) -> np.ndarray:
+    from app.scoring.features import extract_many
+
+    norm = [normalize(t) for t in texts]
+    x = head.design(extract_many(norm), embedder.encode(norm))
+    return head.predict_design(x)[0]
+
+
+def metamorphic(head: StyleHead, embedder=None) -> dict:
+    """Max and mean movement per invariant edit; share of directional edits that move their dimension up by at
+    least DIRECTIONAL_MIN."""
+    if embedder is None:
+        from app.scoring.embedder import Embedder
+
+        embedder = Embedder()
+    base = predict_texts(head, embedder, [b.text for b in mm.BASES])
+    out: dict = {"invariant": {}, "directional": {}}
+    for name, edit in mm.INVARIANT_EDITS.items():
+        moved = np.abs(predict_texts(head, embedder, [edit(b) for b in mm.BASES]) - base)
+        out["invariant"][name] = {
+            "max": float(moved.max()),
+            "mean": float(moved.mean()),
+            "violations": int((moved.max(1) > mm.INVARIANCE_TOLERANCE).sum()),
+            "n": len(mm.BASES),
+        }
+    for name, (dim, pairs) in mm.DIRECTIONAL.items():
+        j = DIMENSIONS.index(dim)
+        before = predict_texts(head, embedder, [a for a, _ in pairs])[:, j]
+        after = predict_texts(head, embedder, [b for _, b in pairs])[:, j]
+        delta = after - before
+        out["directional"][name] = {
+            "dimension": dim,
+            "passed": int((delta >= mm.DIRECTIONAL_MIN).sum()),
+            "n": len(pairs),
+            "mean_delta": float(delta.mean()),
+            "min_delta": float(delta.min()),
+        }
+    return out
+
+
+def headline(metrics: dict) -> dict:
+    cross = metrics["cross_register"]["mean"]
+    inner = metrics["in_register"]["v2"]
+    out = {}
+    for dim in DIMENSIONS:
+        out[f"cross_register_spearman_{dim}"] = round(cross[dim]["model"], 4)
+        out[f"cross_register_length_only_{dim}"] = round(cross[dim]["length_only"], 4)
+        out[f"cross_register_lexicon_{dim}"] = round(cross[dim]["lexicon"], 4)
+        out[f"in_register_spearman_{dim}"] = round(inner[dim]["model"], 4)
+    out["cross_register_label_accuracy"] = round(cross["label_accuracy"], 4)
+    out["in_register_label_accuracy"] = round(inner["label_accuracy"], 4)
+    if "metamorphic" in metrics:
+        inv = metrics["metamorphic"]["invariant"]
+        out["metamorphic_invariant_max_move"] = round(max(v["max"] for v in inv.values()), 4)
+        out["metamorphic_directional_passed"] = sum(v["passed"] for v in metrics["metamorphic"]["directional"].values())
+    return out
