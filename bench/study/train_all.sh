@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE=1
 logs=bench/results/tmp/study/logs
 mkdir -p "$logs"
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(probe-lora-r8 lora-r4 lora-r16 dora-r8 adalora-r8)
+[ ${#names[@]} -eq 0 ] && names=(lora-r4 lora-r16 dora-r8 adalora-r8 sparse-heads)
 for name in "${names[@]}"; do
   out=$(grep '^output:' "configs/study/$name.yaml" | awk '{print $2}')
   if [ -f "$out/training_summary.json" ]; then echo "skip $name (done)"; continue; fi
