@@ -36,6 +36,20 @@ def _json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def merged_stress(folder: Path) -> dict[str, Any]:
+    """The stress runs under ``folder`` (one report.json per sub-folder, same suite settings) as one report."""
+    merged: dict[str, Any] = {"meta": {}, "adapters": {}, "runs": []}
+    for path in sorted(folder.glob("*/report.json")):
+        run = json.loads(path.read_text())
+        meta = {k: v for k, v in run["meta"].items() if k != "created"}
+        if merged["meta"] and any(merged["meta"].get(k) != v for k, v in meta.items()):
+            raise ValueError(f"{path}: stress settings differ from the other runs")
+        merged["meta"] = meta
+        merged["adapters"].update(run["adapters"])
+        merged["runs"].append({"folder": str(path.parent), "created": run["meta"]["created"]})
+    return merged
+
+
 def method_entry(name: str, path: str | None, stress: dict[str, Any], profiles: dict[str, Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": name, "peft_type": None, "path": path, "trainable_params": 0, "rank": None}
     if path is not None:
@@ -199,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
     out = Path(args.out)
-    stress_report = _json(out / "stress" / "report.json") or {"meta": {}, "adapters": {}}
+    stress_report = merged_stress(out / "stress")
     profiles = _json(out / "profiles.json") or {}
     methods = [
         method_entry(name, path, stress_report["adapters"], profiles)
@@ -210,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "persona": args.persona,
         "adapter_root": str(ADAPTER_ROOT),
         "stress_meta": stress_report["meta"],
+        "stress_runs": stress_report.get("runs", []),
         "methods": methods,
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The adapter study's training, in order: LoRA r4 (its step-15 checkpoint is the probe), the head selection from
+# The adapter study's training, in order: LoRA r4 (its step-10 checkpoint is the probe), the head selection from
 # that probe's ΔW profile, then the sparse, DoRA, AdaLoRA and LoRA r16 runs. Logs: bench/results/tmp/study/logs.
 set -u
 cd "$(dirname "$0")/../.."
