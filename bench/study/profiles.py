@@ -21,23 +21,26 @@ from typing import Any
 import numpy as np
 
 
-def load_profiled(folder: str, name: str) -> dict[str, Any]:
+def load_profiled(folder: str, name: str) -> tuple[dict[str, Any], int, int]:
+    """(ΔW profile, the base model's layer count, its query heads per layer)."""
     from peft import PeftModel
 
     from app.engine.profile import profile_adapter
     from app.training.train_adapter import TrainConfig, load_base
 
     base, _, _ = load_base(TrainConfig(data=["x"], output="x"), "cpu")
+    geometry = base.config.num_hidden_layers, base.config.num_attention_heads
     model = PeftModel.from_pretrained(base, folder, adapter_name=name)
-    return profile_adapter(model, name)
+    return profile_adapter(model, name), *geometry
 
 
-def concentration(profile: dict[str, Any]) -> dict[str, Any]:
+def concentration(profile: dict[str, Any], n_layers: int, n_heads: int) -> dict[str, Any]:
+    """Shares over all ``n_layers`` x ``n_heads`` query heads of the model (layers without the adapter count 0)."""
     from app.training.head_mask import head_energy
 
     layer_sq, q_sq, kv_sq = head_energy(profile)
-    heads = np.array([v for layer in sorted(q_sq) for v in q_sq[layer]])
-    layers = np.array([layer_sq[k] for k in sorted(layer_sq)])
+    heads = np.array([v for layer in range(n_layers) for v in q_sq.get(layer, [0.0] * n_heads)])
+    layers = np.array([layer_sq.get(k, 0.0) for k in range(n_layers)])
     ranks = [m["effective_rank"] for m in profile["modules"] if m["frobenius_norm"] > 0]
 
     def top_share(values: np.ndarray, fraction: float) -> float | None:
@@ -104,22 +107,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "select":
         from app.training.head_mask import select_heads
 
-        profile = load_profiled(args.probe, "probe")
+        profile, n_layers, n_heads = load_profiled(args.probe, "probe")
         selection = select_heads(profile, args.layers, args.q_heads, args.kv_heads)
         selection.note = f"from the ΔW profile of {args.probe}: " + selection.note
         selection.save(args.out)
-        Path(args.out).with_suffix(".profile.json").write_text(json.dumps(concentration(profile), indent=1))
+        summary = concentration(profile, n_layers, n_heads)
+        Path(args.out).with_suffix(".profile.json").write_text(json.dumps(summary, indent=1))
         print(json.dumps(selection.to_dict()))
         if args.template and args.config_out:
             write_sparse_config(args.template, args.config_out, args.out, selection.layers, args.rank)
         return 0
-    results = {}
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}  # adds to (or replaces) earlier entries
     for spec in args.adapters:
         name, _, folder = spec.partition("=")
-        results[name] = concentration(load_profiled(folder, name))
+        results[name] = concentration(*load_profiled(folder, name))
         print(name, {k: v for k, v in results[name].items() if not isinstance(v, dict)}, flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1))
     return 0
 
 

@@ -194,8 +194,9 @@ def plot(report: dict[str, Any], profiles: dict[str, Any], out: Path) -> None:
     fig, axes = plt.subplots(1, len(named), figsize=(2.6 * len(named), 5), squeeze=False)
     for ax, name in zip(axes[0], named, strict=True):
         q = profiles[name]["q_head_energy"]
-        layers = sorted(int(k) for k in q)
-        grid = np.array([q[str(k)] for k in layers])
+        layers = list(range(30))  # SmolLM2-135M: 30 layers x 9 query heads; layers without the adapter are 0
+        width = len(next(iter(q.values())))
+        grid = np.array([q.get(str(k), [0.0] * width) for k in layers])
         ax.imshow(grid / grid.sum(), aspect="auto", cmap="magma", interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("query head")
