@@ -56,9 +56,25 @@ def cmd_train_adapter(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    rest = list(args.rest)
+    suite = None
+    for i, arg in enumerate(rest):  # --suite stress | --suite=stress picks the stress suite; default: the report
+        if arg == "--suite" and i + 1 < len(rest):
+            suite, rest = rest[i + 1], rest[:i] + rest[i + 2 :]
+            break
+        if arg.startswith("--suite="):
+            suite, rest = arg.split("=", 1)[1], rest[:i] + rest[i + 1 :]
+            break
+    if suite == "stress":
+        from app.evaluation.stress import main as stress_main
+
+        return stress_main(rest) or 0
+    if suite not in (None, "report"):
+        print(f"error: unknown suite {suite!r} (report | stress)", file=sys.stderr)
+        return 2
     from app.evaluation.report import main as eval_main
 
-    return eval_main(args.rest) or 0
+    return eval_main(rest) or 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,15 +37,34 @@ def _skeleton(model: torch.nn.Module, names: list[str]) -> torch.nn.Module:
     return root
 
 
+def _tensor_module(key: str) -> str:
+    """'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' -> 'model.layers.0.self_attn.q_proj'."""
+    name = key.removeprefix("base_model.model.")
+    for marker in (".lora_", ".hada_", ".lokr_", ".ia3_"):
+        if marker in name:
+            return name.split(marker, 1)[0]
+    return name.rsplit(".", 1)[0]
+
+
 def _deltas(spec: AdapterSpec, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     from peft import PeftConfig, PeftModel, set_peft_model_state_dict
     from safetensors.torch import load_file
 
     config = PeftConfig.from_pretrained(str(spec.path))
     config.inference_mode = True
+    # AdaLoRA can prune a module to rank 0: its rank-pattern entry and zero-sized tensors name a module the
+    # skeleton does not hold (it changes nothing), so both are left out
+    present = set(spec.modules)
+    if isinstance(getattr(config, "rank_pattern", None), dict):
+        config.rank_pattern = {k: v for k, v in config.rank_pattern.items() if _tensor_module(k) in present}
     skeleton = _skeleton(model, spec.modules)
     peft_model = PeftModel(skeleton, config, adapter_name="default")
-    set_peft_model_state_dict(peft_model, load_file(str(spec.weights)), adapter_name="default")
+    state = {
+        key: tensor
+        for key, tensor in load_file(str(spec.weights)).items()
+        if tensor.numel() > 0 and _tensor_module(key) in present
+    }
+    set_peft_model_state_dict(peft_model, state, adapter_name="default")
     deltas = {}
     with torch.no_grad():
         for name in spec.modules:

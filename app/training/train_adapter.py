@@ -67,6 +67,7 @@ class TrainConfig:
     resume: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     name: str | None = None  # for the training card; default: the output folder's name
+    head_mask: str | None = None  # JSON head selection (app/training/head_mask.py): LoRA trains only those heads
 
     # ---- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -107,6 +108,8 @@ class TrainConfig:
             raise ValueError("dropout must be in [0, 1)")
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be >= 0")
+        if self.head_mask is not None and self.type != "lora":
+            raise ValueError("head_mask: only plain LoRA adapters can be restricted to heads")
         return self
 
     @property
@@ -295,7 +298,7 @@ def train_adapter(config: TrainConfig) -> Path:
     from app.engine.provision import pick_device
 
     config.validated()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     device = pick_device(config.device)
     _seed_everything(config.seed)
     model, tokenizer, base_name = load_base(config, device)
@@ -311,7 +314,9 @@ def train_adapter(config: TrainConfig) -> Path:
     model.peft_config["default"].base_model_name_or_path = base_name
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    n_params = sum(p.numel() for p in params)
+    n_params = allocated_params = sum(p.numel() for p in params)
+    if config.head_mask:
+        n_params = _mask_heads(model, config)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
     start_step, losses = 0, []
@@ -360,6 +365,7 @@ def train_adapter(config: TrainConfig) -> Path:
     bar.close()
 
     duration = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started  # wall time on a shared machine overstates the cost
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -379,8 +385,12 @@ def train_adapter(config: TrainConfig) -> Path:
         "final_loss": float(np.mean(losses[-10:])) if losses else None,
         "mean_loss": float(np.mean(losses)) if losses else None,
         "duration_s": round(duration, 1),
+        "cpu_s": round(cpu_seconds, 1),
+        "steps": config.steps,
+        "torch_threads": torch.get_num_threads(),
         "resumed_from_step": start_step,
         "trainable_params": n_params,
+        "allocated_params": allocated_params,
         "weights_bytes": size,
         "device": device,
         "torch": torch.__version__,
@@ -391,6 +401,20 @@ def train_adapter(config: TrainConfig) -> Path:
     )
     log.info("wrote %s (%d bytes, final loss %.4f, %.0f s)", output, size, summary["final_loss"] or 0.0, duration)
     return output
+
+
+def _mask_heads(model, config: TrainConfig) -> int:
+    """Restrict LoRA to the selected heads (zeroed + gradient-masked elsewhere); returns the entries that train."""
+    from app.training.head_mask import HeadSelection, apply_head_mask
+
+    selection = HeadSelection.load(config.head_mask)
+    if sorted(config.layers or []) != selection.layers:
+        raise ValueError(f"layers must be the head selection's layers {selection.layers}, got {config.layers}")
+    text = model.get_base_model().config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    counts = apply_head_mask(model, selection, head_dim)
+    log.info("head mask %s: %d of %d LoRA entries train", config.head_mask, counts["trainable"], counts["allocated"])
+    return counts["trainable"]
 
 
 def _plot_loss(losses: list[float], path: Path, title: str) -> None:
@@ -437,7 +461,7 @@ prompt. Trained with `app/training/train_adapter.py` (loss on the final assistan
 | result | value |
 |---|---|
 | adapter type | {config.type} (r={config.rank}, alpha={_fmt(config.alpha)}) |
-| trainable parameters | {s["trainable_params"]:,} |
+| trainable parameters (allocated) | {s["trainable_params"]:,} ({s["allocated_params"]:,}) |
 | adapter_model.safetensors | {s["weights_bytes"]:,} bytes ({s["weights_bytes"] / 2**20:.2f} MiB) |
 | training examples | {examples} |
 | data sha256 | `{s["data_sha256"]}` |
@@ -491,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--name", help="adapter name for the training card (default: output folder name)")
+    p.add_argument("--head-mask", help="JSON head selection: train LoRA only on those attention heads")
     return p
 
 

@@ -244,3 +244,31 @@ def test_dora_on_selected_layers_via_cli(tiny_base, small_data, tmp_path, capsys
         "model.layers.1.self_attn.q_proj",
         "model.layers.1.self_attn.v_proj",
     }
+
+
+def test_head_masked_lora_trains_only_the_selected_heads(tiny_base, small_data, tmp_path):
+    from safetensors.torch import load_file
+
+    from app.training.head_mask import HeadSelection
+
+    selection = HeadSelection(q_heads={1: [2]}, kv_heads={1: [0]})
+    mask = tmp_path / "heads.json"
+    selection.save(mask)
+    out = tmp_path / "sparse"
+    with pytest.raises(ValueError, match="layers must be"):
+        train_adapter(_config(tiny_base, small_data, out, head_mask=str(mask)))
+    train_adapter(_config(tiny_base, small_data, out, head_mask=str(mask), layers=[1]))
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert 0 < summary["trainable_params"] < summary["allocated_params"]
+    head_dim = 16
+    for key, tensor in load_file(str(out / "adapter_model.safetensors")).items():
+        assert ".layers.1." in key
+        if "o_proj.lora_A" in key:
+            assert tensor[:, : 2 * head_dim].abs().max() == 0 and tensor[:, 3 * head_dim :].abs().max() == 0
+            assert tensor[:, 2 * head_dim : 3 * head_dim].abs().max() > 0
+        if "q_proj.lora_B" in key:
+            assert tensor[: 2 * head_dim].abs().max() == 0 and tensor[2 * head_dim : 3 * head_dim].abs().max() > 0
+        if "v_proj.lora_B" in key:
+            assert tensor[head_dim:].abs().max() == 0 and tensor[:head_dim].abs().max() > 0
+    with pytest.raises(ValueError, match="only plain LoRA"):
+        _config(tiny_base, small_data, out, head_mask=str(mask), layers=[1], type="dora")
