@@ -18,7 +18,6 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -34,6 +33,7 @@ from app.engine.sampling import Pick, RowSampler, SamplingParams, sample
 from app.engine.text import TextAssembler
 from app.errors import Cancelled, EngineUnavailable, GenerationFailed, ModelNotFound, QueueFull, QueueTimeout
 from app.metrics import Metrics
+from app.system import usable_cores
 
 log = logging.getLogger("tonewatch.engine")
 BASE = "__base__"  # PEFT's name for "no adapter" in adapter_names
@@ -301,7 +301,7 @@ class Engine:
     # ---- the worker -----------------------------------------------------------------------------------------
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
-        self._cores = _usable_cores()
+        self._cores = usable_cores()
         self._set_threads(1)
         self._outbox.owner = threading.get_ident()
         try:
@@ -666,13 +666,6 @@ class Engine:
             for row in lane.rows:
                 row.handle.fail(error)
         self._lanes.clear()
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # what this process may run on (containers, taskset)
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

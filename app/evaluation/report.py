@@ -31,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from app.evaluation.formatting import fmt as _f
+from app.evaluation.formatting import pct as _pct
+
 log = logging.getLogger("tonewatch.eval")
 
 BASE_ALIASES = ("base",)
@@ -475,18 +478,6 @@ async def evaluate(
 
 
 # ---- output -------------------------------------------------------------------------------------------------------
-
-
-def _f(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.0f}%"
 
 
 def render_markdown(report: dict[str, Any]) -> str:

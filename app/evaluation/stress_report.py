@@ -8,17 +8,8 @@ from typing import Any
 
 import numpy as np
 
-
-def _f(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.0f}%"
+from app.evaluation.formatting import fmt as _f
+from app.evaluation.formatting import pct as _pct
 
 
 def _rho(leak: dict[str, Any]) -> str:

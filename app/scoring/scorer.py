@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -30,6 +29,7 @@ from app.scoring.labels import DIMENSIONS
 from app.scoring.model import StyleHead
 from app.scoring.normalize import normalize
 from app.scoring.personas import Persona, calibrate, load_shipped
+from app.system import usable_cores
 
 log = logging.getLogger("tonewatch.scorer")
 MIN_EXEMPLARS = 5
@@ -82,13 +82,6 @@ def chunks(texts: list[str], max_texts: int = CHUNK_TEXTS, max_chars: int = CHUN
 
 
 WIDE_BATCH = 8  # auto threads: encoder batches of at least this many texts use every core
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # what this process may run on (containers, taskset)
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 class ToneScorer:
@@ -162,7 +155,7 @@ class ToneScorer:
         """Scorer thread: torch threads for the next encoder batch (a per-thread setting in torch)."""
         import torch
 
-        want = self.threads or (_usable_cores() if texts >= WIDE_BATCH else 1)
+        want = self.threads or (usable_cores() if texts >= WIDE_BATCH else 1)
         if want != self._threads_now:
             torch.set_num_threads(want)
             self._threads_now = want
