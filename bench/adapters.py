@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import PROMPTS, RESULTS, Server, closed_loop, summary, write
+from bench.common import PROMPTS, RESULTS, closed_loop, summary, write
+from bench.peers import Tonewatch
 
 TOKEN = "bench-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -83,7 +84,7 @@ def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_adapters(root)
-        server = Server(
+        server = Tonewatch(
             port=8766,
             TONEWATCH_ADAPTER_ROOT=str(root),
             TONEWATCH_ADMIN_TOKEN=TOKEN,

@@ -10,28 +10,16 @@ exactly as the service does.
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
-from pathlib import Path
 
 from bench.common import RESULTS, write
+from bench.drift import load_responses
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "support"
 SHARE = 0.1
 TURNS_PER_SESSION = 4
 H0_RUNS, H0_SESSIONS = 200, 1000
 H1_RUNS, H1_MAX_SESSIONS = 200, 3000
-
-
-def answers() -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {"friendly": [], "formal": [], "robotic": []}
-    for path in sorted(DATA.glob("exchanges_*.jsonl")):
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            for k in out:
-                out[k].append(row["responses"][k])
-    return out
 
 
 def scored_pools() -> tuple[dict[str, list[dict]], object]:
@@ -45,7 +33,8 @@ def scored_pools() -> tuple[dict[str, list[dict]], object]:
     scorer = ToneScorer.load(Metrics(), settings.style_dir, settings.persona_dir)
     try:
         pools = {
-            voice: asyncio.run(scorer.score(texts, persona="support-friendly")) for voice, texts in answers().items()
+            voice: asyncio.run(scorer.score(texts, persona="support-friendly"))
+            for voice, texts in load_responses().items()
         }
         persona = scorer.personas["support-friendly"]
     finally:

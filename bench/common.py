@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -42,33 +39,6 @@ def summary(latencies: list[float]) -> dict:
         "p99": percentile(latencies, 0.99),
         "mean": statistics.fmean(latencies) if latencies else None,
     }
-
-
-class Server:
-    def __init__(self, port: int = 8765, **env: str):
-        self.url = f"http://127.0.0.1:{port}"
-        RESULTS.joinpath("tmp").mkdir(parents=True, exist_ok=True)
-        self.log = open(RESULTS / "tmp" / f"server-{port}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise RuntimeError("server did not start")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self.log.close()
 
 
 async def closed_loop(url: str, concurrency: int, requests_per_client: int, body_for) -> dict:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import PROMPTS, RESULTS, Server, summary, write
+from bench.common import PROMPTS, RESULTS, summary, write
+from bench.peers import Tonewatch
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "style" / "graded_formality.jsonl"
 
@@ -112,7 +113,7 @@ async def chat_beside_bulk(url: str, rounds: int = 2, n: int = 5) -> dict:
 def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         result: dict = {}
-        on = Server(port=8767, TONEWATCH_DB_PATH=str(Path(tmp) / "a.db"), TONEWATCH_ADAPTER_ROOT=tmp)
+        on = Tonewatch(port=8767, TONEWATCH_DB_PATH=str(Path(tmp) / "a.db"), TONEWATCH_ADAPTER_ROOT=tmp)
         try:
             result["score"] = asyncio.run(score_throughput(on.url))
             asyncio.run(chat_latency(on.url, 2))
@@ -120,7 +121,7 @@ def run() -> dict:
             result["chat_beside_bulk_score"] = asyncio.run(chat_beside_bulk(on.url))
         finally:
             on.close()
-        off = Server(
+        off = Tonewatch(
             port=8768,
             TONEWATCH_DB_PATH=str(Path(tmp) / "b.db"),
             TONEWATCH_ADAPTER_ROOT=tmp,

@@ -6,7 +6,8 @@ import asyncio
 import statistics
 import time
 
-from bench.common import PROMPTS, RESULTS, Server, closed_loop, write
+from bench.common import PROMPTS, RESULTS, closed_loop, write
+from bench.peers import Tonewatch
 
 MAX_TOKENS = 64
 
@@ -91,7 +92,7 @@ def constrained(url: str) -> dict:
 
 def run() -> dict:
     bare = bare_generate_per_token()
-    server = Server(TONEWATCH_MAX_BATCH_SIZE="16")
+    server = Tonewatch(TONEWATCH_MAX_BATCH_SIZE="16")
     try:
         asyncio.run(closed_loop(server.url, 2, 1, body))  # warm-up
         levels = {}
