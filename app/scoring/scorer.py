@@ -180,8 +180,8 @@ class ToneScorer:
             return
         self.batches += 1
         texts = [t for job in jobs for t in job.texts]
-        self._set_threads(len(texts))
         try:
+            self._set_threads(len(texts))  # inside: whatever fails here, every job still gets its answer
             predictions = self._predict(texts)
         except Exception as exc:
             if len(jobs) == 1:
