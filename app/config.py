@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         description="Torch threads of the tone scorer; 0: auto — one for the few texts of chat replies, every core "
         "for batches of 8 or more texts.",
     )
+    prefix_cache_mb: float = Field(
+        128.0,
+        ge=0,
+        description="Memory for the keys/values of recently read prompts, reused by prompts that start the same way "
+        "(system prompt, a session's earlier turns); 0 turns reuse off.",
+    )
     model_cache_dir: Path | None = Field(None, description="Where converted GGUFs live (default home/models/cache).")
     max_batch_size: int = Field(16, ge=1, le=256)
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="How long a batch waits to fill up.")

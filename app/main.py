@@ -61,8 +61,9 @@ async def build_embedded(settings: Settings, metrics: Metrics, started_at: float
         max_queue=settings.max_queue,
         request_timeout_s=settings.request_timeout_s,
         threads=settings.engine_threads,
+        prefix_cache_mb=settings.prefix_cache_mb,
     )
-    engine.start()
+    await asyncio.to_thread(engine.start)  # it times a few decode steps before it is ready
     registry = AdapterRegistry(
         engine,
         metrics,

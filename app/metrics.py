@@ -68,6 +68,15 @@ class Metrics:
             registry=r,
         )
         self.prompt_tokens = Counter("tonewatch_prompt_tokens", "Prompt tokens processed.", ["adapter"], registry=r)
+        self.prefix_reused_tokens = Counter(
+            "tonewatch_prefix_reused_tokens",
+            "Prompt tokens whose keys/values came from the prefix cache instead of a forward.",
+            ["adapter"],
+            registry=r,
+        )
+        self.prefix_cache_tokens = Gauge(
+            "tonewatch_prefix_cache_tokens", "Prompt tokens whose keys/values the prefix cache holds.", registry=r
+        )
         self.generated_tokens = Counter("tonewatch_generated_tokens", "Tokens generated.", ["adapter"], registry=r)
         self.requests = Counter(
             "tonewatch_requests",

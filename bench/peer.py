@@ -42,8 +42,9 @@ SERVERS = {
     "tonewatch_engine_1thread": lambda: Tonewatch(TONEWATCH_ENGINE_THREADS="1"),
     "tonewatch_engine_2threads": lambda: Tonewatch(TONEWATCH_ENGINE_THREADS="2"),
     "tonewatch_passive": lambda: Tonewatch(OMP_WAIT_POLICY="PASSIVE"),
+    "tonewatch_no_prefix_reuse": lambda: Tonewatch(TONEWATCH_PREFIX_CACHE_MB="0"),
 }
-DEFAULT = ["transformers_serve", "tonewatch", "tonewatch_fp16", "tonewatch_int8"]
+DEFAULT = ["transformers_serve", "tonewatch", "tonewatch_no_prefix_reuse", "tonewatch_fp16", "tonewatch_int8"]
 if os.environ.get("BENCH_BEFORE_ROOT"):  # an earlier checkout, for the profile note's before/after table
     SERVERS["tonewatch_before"] = lambda: Tonewatch(root=os.environ["BENCH_BEFORE_ROOT"])
 

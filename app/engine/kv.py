@@ -73,6 +73,32 @@ def row_copy(cache: DynamicCache, index: int) -> DynamicCache:
     return copy
 
 
+def seed(cache: DynamicCache, matches: list, past: int) -> None:
+    """Fill an empty cache with `past` columns per row: row i's reused prefix (matches[i], a prefix.Match, or None)
+    right-aligned, zeros (masked) before it and for rows that reuse nothing."""
+    first = next(m for m in matches if m is not None)
+    for index in range(len(first.entry.layers)):
+        keys0, values0 = first.layer(index)
+        shape = (len(matches), keys0.shape[1], past)
+        keys = keys0.new_zeros((*shape, keys0.shape[-1]))
+        values = values0.new_zeros((*shape, values0.shape[-1]))
+        for row, match in enumerate(matches):
+            if match is not None:
+                k, v = match.layer(index)
+                keys[row, :, past - match.length :] = k[0]
+                values[row, :, past - match.length :] = v[0]
+        cache.update(keys, values, index)
+
+
+def row_columns(cache: DynamicCache, row: int, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One row's real (unmasked) columns of every layer, as fresh [1, heads, n, dim] tensors."""
+    columns = torch.nonzero(mask, as_tuple=True)[0]
+    return [
+        (layer.keys[row : row + 1].index_select(2, columns), layer.values[row : row + 1].index_select(2, columns))
+        for layer in cache.layers
+    ]
+
+
 class GrowingLayer(DynamicLayer):
     """A cache layer whose keys/values are views into buffers with spare rows and columns, so the batch surgery
     and each decode step touch only what changes:

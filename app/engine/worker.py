@@ -29,8 +29,10 @@ import torch
 from transformers import DynamicCache
 
 from app.engine import kv
+from app.engine.prefix import PrefixCache
 from app.engine.sampling import Pick, RowSampler, SamplingParams, sample
 from app.engine.text import TextAssembler
+from app.engine.threads import wide_from
 from app.errors import Cancelled, EngineUnavailable, GenerationFailed, ModelNotFound, QueueFull, QueueTimeout
 from app.metrics import Metrics
 from app.system import usable_cores
@@ -155,6 +157,7 @@ class _Row:
     last_token: float = 0.0
     n_generated: int = 0
     pending_logprobs: list[dict] = field(default_factory=list)
+    fed: list[int] = field(default_factory=list)  # generated tokens whose keys/values are in the lane's cache
 
     @property
     def adapter_label(self) -> str:
@@ -192,6 +195,7 @@ class Engine:
         max_queue: int = 256,
         request_timeout_s: float = 60.0,
         threads: int = 0,
+        prefix_cache_mb: float = 0.0,
     ):
         self.model = model
         self.threads = threads  # torch threads of this worker's forwards (a per-thread setting); 0: cores - 1
@@ -210,6 +214,7 @@ class Engine:
         self.peft_active = False
         self._threads_now = 0
         self._cores = 1
+        self.wide_from = AUTO_WIDE_ROWS  # decode steps of this many rows use every core (see app/engine/threads.py)
         self._peft_mode: tuple | None = None  # what PEFT was last pointed at (see _route_adapters); None: unknown
         self._pending: deque[RequestHandle] = deque()
         self._admitting: list[RequestHandle] = []
@@ -222,12 +227,19 @@ class Engine:
         self._finished_at: deque[float] = deque(maxlen=64)  # completion times, for Retry-After
         self._outbox = Outbox()
         self.steps = 0
+        # prompt prefixes already read, per adapter (see app/engine/prefix.py); 0 MB turns reuse off
+        self.prefix = PrefixCache(int(prefix_cache_mb * 2**20 // _kv_bytes_per_token(model)))
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the worker and return once it is ready. With auto threads it first times a few decode steps (about
+        a second on the bundled model) on its own thread — torch's thread pool belongs to the thread that runs the
+        forwards — before any request can wait on it."""
         self._running = True
-        self._thread = threading.Thread(target=self._loop, name="tonewatch-engine", daemon=True)
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(ready,), name="tonewatch-engine", daemon=True)
         self._thread.start()
+        ready.wait()
 
     def stop(self) -> None:
         with self._cv:
@@ -299,9 +311,16 @@ class Engine:
         return pending + admitting + running
 
     # ---- the worker -----------------------------------------------------------------------------------------
-    def _loop(self) -> None:
+    def _loop(self, ready: threading.Event) -> None:
         torch.set_grad_enabled(False)
         self._cores = usable_cores()
+        try:
+            if not self.threads:
+                self.wide_from = wide_from(
+                    self.model, device=self.device, cores=self._cores, pad_id=self.pad_id, default=AUTO_WIDE_ROWS
+                )
+        finally:
+            ready.set()
         self._set_threads(1)
         self._outbox.owner = threading.get_ident()
         try:
@@ -331,6 +350,7 @@ class Engine:
         while self._control:
             fn, future = self._control.popleft()
             self._peft_mode = None  # control work may add, remove or activate adapters
+            self.prefix.clear()  # ... and keys read under an adapter that changed must not be reused
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(fn())
@@ -443,23 +463,38 @@ class Engine:
                 row.handle.fail(_row_error(exc, "reading the prompt of"))
 
     def _prefill(self, lane: _Lane, rows: list[_Row]) -> None:
-        """Prefill rows and merge them into the lane. Changes nothing in the lane unless everything succeeded."""
+        """Prefill rows and merge them into the lane. Changes nothing in the lane unless everything succeeded.
+
+        Layout of row i (prefix reuse): [padding][the n_i reused prefix columns][padding][the new tokens], with
+        `past` = max n_i columns seeded into the cache before the forward and the new tokens left-padded to a
+        common width; the mask hides both paddings and positions count only real tokens, so a row reads exactly
+        what a full prefill of its prompt would have."""
         prompts = [r.handle.request.prompt_ids for r in rows]
-        width = max(len(p) for p in prompts)
+        matches = [self.prefix.lookup(r.handle.request.adapter, p) for r, p in zip(rows, prompts, strict=True)]
+        reused = [m.length if m else 0 for m in matches]
+        past = max(reused)
+        width = max(len(p) - n for p, n in zip(prompts, reused, strict=True))
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p) :] = 1
+        mask = torch.zeros((len(rows), past + width), dtype=torch.long)
+        for i, (p, n) in enumerate(zip(prompts, reused, strict=True)):
+            new = p[n:]
+            ids[i, width - len(new) :] = torch.tensor(new, dtype=torch.long)
+            mask[i, past - n : past] = 1
+            mask[i, past + width - len(new) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
         self._set_threads(len(rows) * width)
         # the lane's first rows keep this cache (room for a full batch); later ones are copied into the lane's
         cache = kv.GrowingCache(self.max_batch_size if lane.cache is None or not lane.rows else len(rows))
+        if past:
+            kv.seed(cache, matches, past)
         logits = self._forward(lane, rows, ids, mask, position_ids, cache)
         tokens = sample(logits, [r.sampler for r in rows])
-        for r in rows:
-            self.metrics.prompt_tokens.labels(r.adapter_label).inc(len(r.handle.request.prompt_ids))
+        for r, p, n in zip(rows, prompts, reused, strict=True):
+            self.metrics.prompt_tokens.labels(r.adapter_label).inc(len(p))
+            if n:
+                self.metrics.prefix_reused_tokens.labels(r.adapter_label).inc(n)
+        self._remember_prompts(rows, prompts, reused, tokens, cache, mask)
         if lane.cache is None or not lane.rows:
             lane.cache, lane.mask = cache, mask
         else:
@@ -468,13 +503,37 @@ class Engine:
         lane.next_tokens.extend(tokens)
         self._accept(lane, len(lane.rows) - len(rows))
 
+    def _remember_prompts(self, rows, prompts, reused, tokens, cache: kv.GrowingCache, mask: torch.Tensor) -> None:
+        """Keep the keys/values of prompts read in full (or mostly) for later prompts that start the same way."""
+        if not self.prefix.enabled:
+            return
+        for i, (row, p, n) in enumerate(zip(rows, prompts, reused, strict=True)):
+            if n >= len(p) - 1:
+                continue  # (nearly) all of it came from an entry that is still held
+            if isinstance(tokens[i], Exception):
+                continue  # its logits were unusable (non-finite): so may its keys be; never hand them on
+            self.prefix.store(row.handle.request.adapter, p, kv.row_columns(cache, i, mask[i]))
+        self.metrics.prefix_cache_tokens.set(self.prefix.tokens)
+
+    def _remember_turn(self, lane: _Lane, index: int) -> None:
+        """Keep a finished row's prompt + reply: a session's next turn re-sends both, so it computes only the new
+        message (when the chat template renders the reply as the same tokens, which it does up to the end marker)."""
+        row = lane.rows[index]
+        if not self.prefix.enabled or not row.fed or lane.cache is None or lane.mask is None:
+            return
+        ids = list(row.handle.request.prompt_ids) + row.fed
+        if int(lane.mask[index].sum()) != len(ids):  # the cache does not hold exactly these tokens: keep nothing
+            return
+        self.prefix.store(row.handle.request.adapter, ids, kv.row_columns(lane.cache, index, lane.mask[index]))
+        self.metrics.prefix_cache_tokens.set(self.prefix.tokens)
+
     def _set_threads(self, rows: int) -> None:
         """Torch threads for this worker's next forwards (a per-thread setting). A fixed `threads` wins. Auto:
-        one thread while the batch is small — a decode step of a few rows is bound by Python dispatch and tiny
-        GEMMs, where a second thread only spins and takes the core the event loop and scorer need (measured:
-        1 thread 52 vs 2 threads 44 tokens/s at 4 streams) — and every usable core from AUTO_WIDE_ROWS rows, where
-        the GEMMs are big enough to split (121 vs 110 at 16 streams). A prefill counts its prompt tokens."""
-        want = self.threads or (self._cores if rows >= AUTO_WIDE_ROWS else max(1, self._cores - 1))
+        every usable core from `wide_from` rows, where the GEMMs are big enough to split (121 vs 110 tokens/s at
+        16 streams), all but one below it, where on some CPUs a second thread only spins and takes the core the
+        event loop and scorer need; `wide_from` is AUTO_WIDE_ROWS or less, as timed at start-up
+        (app/engine/threads.py). A prefill counts its prompt tokens."""
+        want = self.threads or (self._cores if rows >= self.wide_from else max(1, self._cores - 1))
         if want != self._threads_now:
             torch.set_num_threads(want)
             self._threads_now = want
@@ -544,6 +603,8 @@ class Engine:
         logits = self._forward(lane, rows, ids, mask, position_ids, lane.cache)
         tokens = sample(logits, [r.sampler for r in rows])
         lane.mask = mask
+        for row, pick in zip(rows, lane.next_tokens, strict=True):
+            row.fed.append(pick.token)
         self.metrics.batch_size.observe(len(rows))
         self.steps += 1
         lane.next_tokens = tokens
@@ -567,6 +628,7 @@ class Engine:
             try:
                 if self._take_token(row, pick, now):
                     finished.append(i)
+                    self._remember_turn(lane, i)
             except Exception as exc:  # detokenising or a stop check failed: this row only
                 row.handle.fail(_row_error(exc, "decoding the text of"))
                 finished.append(i)
@@ -666,6 +728,20 @@ class Engine:
             for row in lane.rows:
                 row.handle.fail(error)
         self._lanes.clear()
+
+
+def _kv_bytes_per_token(model: Any) -> int:
+    """Bytes one prompt token's keys and values take over all layers (sizes the prefix cache from megabytes)."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    try:
+        layers = int(config.num_hidden_layers)
+        heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+        dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+        size = torch.empty((), dtype=getattr(model, "dtype", None) or torch.float32).element_size()
+    except (AttributeError, TypeError):
+        return 1 << 20  # unknown shape: a conservative guess (a megabyte a token)
+    return max(1, layers * 2 * heads * dim * size)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
