@@ -4,6 +4,7 @@ flows (backend -> scorer -> store -> history -> services); nothing happens at im
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -37,6 +38,7 @@ from app.state import AppState
 from app.store.base import open_store
 from app.store.guard import GuardedStore
 from app.store.spill import ResilientHistory
+from app.system import one_torch_thread
 
 log = logging.getLogger("tonewatch")
 
@@ -122,6 +124,11 @@ async def build_upstream(settings: Settings, metrics: Metrics):
 
 
 async def build_state(settings: Settings) -> AppState:
+    # off-loop work (loads, adapter checks, profiles) runs torch on one thread: see app.system.one_torch_thread
+    one_torch_thread()
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(thread_name_prefix="tonewatch-io", initializer=one_torch_thread)
+    )
     metrics = Metrics()
     started_at = time.time()
     if settings.gateway:

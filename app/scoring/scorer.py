@@ -29,7 +29,7 @@ from app.scoring.labels import DIMENSIONS
 from app.scoring.model import StyleHead
 from app.scoring.normalize import normalize
 from app.scoring.personas import Persona, calibrate, load_shipped
-from app.system import usable_cores
+from app.system import one_torch_thread, usable_cores
 
 log = logging.getLogger("tonewatch.scorer")
 MIN_EXEMPLARS = 5
@@ -91,11 +91,13 @@ class ToneScorer:
         self.metrics = metrics
         self.personas: dict[str, Persona] = {}
         # threads 0 (auto): one torch thread for the few texts of chat replies, where the engine's forwards own
-        # the cores and two spinning thread teams slow both; every core for bulk /v1/score batches (one thread
-        # gave 119 texts/s at batch 32 here, two 201). A fixed number overrides it.
+        # the cores; every core for bulk /v1/score batches (one thread gave 119 texts/s at batch 32 here, two
+        # 201), run on a short-lived thread so its OpenMP team ends with it (app.system.one_torch_thread says why
+        # a lasting second team slows the engine). A fixed number overrides it.
         self.threads = threads
-        self._threads_now = 0
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tonewatch-scorer")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="tonewatch-scorer", initializer=one_torch_thread
+        )
         self._interactive: deque[_Job] = deque()
         self._bulk: deque[_Job] = deque()
         self._lock = threading.Lock()
@@ -151,14 +153,30 @@ class ToneScorer:
             report["style_embedding"] = [round(float(v), 5) for v in p.style]
         return report
 
-    def _set_threads(self, texts: int) -> None:
-        """Scorer thread: torch threads for the next encoder batch (a per-thread setting in torch)."""
-        import torch
+    def _threads_for(self, texts: int) -> int:
+        return self.threads or (usable_cores() if texts >= WIDE_BATCH else 1)
 
-        want = self.threads or (usable_cores() if texts >= WIDE_BATCH else 1)
-        if want != self._threads_now:
-            torch.set_num_threads(want)
-            self._threads_now = want
+    def _predict_on(self, threads: int, texts: list[str]):
+        """Scorer thread: predictions on this thread (one torch thread) or, wider, on a thread that exits after."""
+        if threads <= 1:
+            return self._predict(texts)
+        result: dict[str, Any] = {}
+
+        def wide() -> None:
+            import torch
+
+            torch.set_num_threads(threads)
+            try:
+                result["value"] = self._predict(texts)
+            except BaseException as exc:  # handed back to the scorer thread, which answers the jobs
+                result["error"] = exc
+
+        worker = threading.Thread(target=wide, name="tonewatch-scorer-wide", daemon=True)
+        worker.start()
+        worker.join()
+        if "error" in result:
+            raise result["error"]
+        return result["value"]
 
     def _predict(self, texts: list[str]):
         # features and embedding both see the normalised text: typography, ids and amounts carry no tone
@@ -181,8 +199,8 @@ class ToneScorer:
         self.batches += 1
         texts = [t for job in jobs for t in job.texts]
         try:
-            self._set_threads(len(texts))  # inside: whatever fails here, every job still gets its answer
-            predictions = self._predict(texts)
+            # inside the try: whatever fails here, every job still gets its answer
+            predictions = self._predict_on(self._threads_for(len(texts)), texts)
         except Exception as exc:
             if len(jobs) == 1:
                 log.warning("scoring failed: %r", exc)
