@@ -157,7 +157,8 @@ class _Row:
     last_token: float = 0.0
     n_generated: int = 0
     pending_logprobs: list[dict] = field(default_factory=list)
-    fed: list[int] = field(default_factory=list)  # generated tokens whose keys/values are in the lane's cache
+    fed: list[int] = field(default_factory=list)  # tokens fed to decode steps: their keys/values are cached
+    prompt_in_cache: int | None = None  # prompt tokens cached before decoding (None: all; see Engine._join)
 
     @property
     def adapter_label(self) -> str:
@@ -447,6 +448,9 @@ class Engine:
         return {}
 
     def _prefill_isolated(self, lane: _Lane, rows: list[_Row]) -> None:
+        rows = self._join(lane, rows)
+        if not rows:
+            return
         try:
             self._prefill(lane, rows)
             return
@@ -461,6 +465,46 @@ class Engine:
             except Exception as exc:
                 log.warning("prefill failed for request %s: %r", row.handle.request.request_id, exc)
                 row.handle.fail(_row_error(exc, "reading the prompt of"))
+
+    def _join(self, lane: _Lane, rows: list[_Row]) -> list[_Row]:
+        """Rows whose whole prompt but its last token is held in the prefix cache join the lane without a forward
+        of their own: their cached keys/values are merged in and their last prompt token is fed by the next decode
+        step with everyone else's (whose logits give their first token). A prefill forward of one new token per row
+        streams all the weights like a decode step does, so this saves one step per arrival wave. Returns the rows
+        that still need a prefill (all of them if joining fails)."""
+        if not self.prefix.enabled:
+            return rows
+        matches = [self.prefix.lookup(r.handle.request.adapter, r.handle.request.prompt_ids) for r in rows]
+        joining = [
+            (r, m)
+            for r, m in zip(rows, matches, strict=True)
+            if m is not None and m.length == len(r.handle.request.prompt_ids) - 1
+        ]
+        if not joining:
+            return rows
+        try:
+            past = max(m.length for _, m in joining)
+            cache = kv.GrowingCache(self.max_batch_size if lane.cache is None or not lane.rows else len(joining))
+            kv.seed(cache, [m for _, m in joining], past)
+            mask = torch.zeros((len(joining), past), dtype=torch.long, device=self.device)
+            for i, (_, m) in enumerate(joining):
+                mask[i, past - m.length :] = 1
+            if lane.cache is None or not lane.rows:
+                lane.cache, lane.mask = cache, mask
+            else:
+                lane.cache, lane.mask = kv.merge(lane.cache, lane.mask, cache, mask)
+        except Exception as exc:  # nothing joined: they take the prefill path
+            log.warning("joining %d cached prompts failed (%r); prefilling them", len(joining), exc)
+            return rows
+        for r, m in joining:
+            prompt = r.handle.request.prompt_ids
+            r.prompt_in_cache = m.length
+            lane.rows.append(r)
+            lane.next_tokens.append(Pick(prompt[-1]))
+            self.metrics.prompt_tokens.labels(r.adapter_label).inc(len(prompt))
+            self.metrics.prefix_reused_tokens.labels(r.adapter_label).inc(m.length)
+        joined = {id(r) for r, _ in joining}
+        return [r for r in rows if id(r) not in joined]
 
     def _prefill(self, lane: _Lane, rows: list[_Row]) -> None:
         """Prefill rows and merge them into the lane. Changes nothing in the lane unless everything succeeded.
@@ -521,7 +565,8 @@ class Engine:
         row = lane.rows[index]
         if not self.prefix.enabled or not row.fed or lane.cache is None or lane.mask is None:
             return
-        ids = list(row.handle.request.prompt_ids) + row.fed
+        prompt = row.handle.request.prompt_ids
+        ids = list(prompt[: row.prompt_in_cache]) + row.fed
         if int(lane.mask[index].sum()) != len(ids):  # the cache does not hold exactly these tokens: keep nothing
             return
         self.prefix.store(row.handle.request.adapter, ids, kv.row_columns(lane.cache, index, lane.mask[index]))
