@@ -3,7 +3,7 @@
 Why measured, not fixed: on the 2-core AMD EPYC of round 2's first runs a second thread made a 4-row decode step
 slower inside the server (52 vs 44 tokens/s at 4 streams: it spins on the core the event loop and scorer need),
 while on a 2-core Xeon with AVX-512 the same step runs 1.5x faster on two threads than on one (49 vs 81 ms at one
-row). So the worker times a few tiny decode steps on one thread and on every core at start-up (about a second on
+row). So the worker times a few tiny decode steps on one thread and on every core at start-up (under a second on
 the bundled model) and widens small steps only where every core wins clearly."""
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ class Engine:
         prefix_cache_mb: float = 0.0,
     ):
         self.model = model
-        self.threads = threads  # torch threads of this worker's forwards (a per-thread setting); 0: cores - 1
+        self.threads = threads  # torch threads of this worker's forwards (a per-thread setting); 0: auto
         self.tokenizer = tokenizer
         self.device = device
         self.metrics = metrics
@@ -233,8 +233,8 @@ class Engine:
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the worker and return once it is ready. With auto threads it first times a few decode steps (about
-        a second on the bundled model) on its own thread — torch's thread pool belongs to the thread that runs the
+        """Start the worker and return once it is ready. With auto threads it first times a few decode steps (under a
+        second on the bundled model) on its own thread — torch's thread pool belongs to the thread that runs the
         forwards — before any request can wait on it."""
         self._running = True
         ready = threading.Event()
@@ -484,15 +484,12 @@ class Engine:
             return rows
         try:
             past = max(m.length for _, m in joining)
-            cache = kv.GrowingCache(self.max_batch_size if lane.cache is None or not lane.rows else len(joining))
+            cache = self._cache_for(lane, len(joining))
             kv.seed(cache, [m for _, m in joining], past)
             mask = torch.zeros((len(joining), past), dtype=torch.long, device=self.device)
             for i, (_, m) in enumerate(joining):
                 mask[i, past - m.length :] = 1
-            if lane.cache is None or not lane.rows:
-                lane.cache, lane.mask = cache, mask
-            else:
-                lane.cache, lane.mask = kv.merge(lane.cache, lane.mask, cache, mask)
+            self._merge_into(lane, cache, mask)
         except Exception as exc:  # nothing joined: they take the prefill path
             log.warning("joining %d cached prompts failed (%r); prefilling them", len(joining), exc)
             return rows
@@ -528,8 +525,7 @@ class Engine:
         ids, mask = ids.to(self.device), mask.to(self.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
         self._set_threads(len(rows) * width)
-        # the lane's first rows keep this cache (room for a full batch); later ones are copied into the lane's
-        cache = kv.GrowingCache(self.max_batch_size if lane.cache is None or not lane.rows else len(rows))
+        cache = self._cache_for(lane, len(rows))
         if past:
             kv.seed(cache, matches, past)
         logits = self._forward(lane, rows, ids, mask, position_ids, cache)
@@ -539,13 +535,21 @@ class Engine:
             if n:
                 self.metrics.prefix_reused_tokens.labels(r.adapter_label).inc(n)
         self._remember_prompts(rows, prompts, reused, tokens, cache, mask)
+        self._merge_into(lane, cache, mask)
+        lane.rows.extend(rows)
+        lane.next_tokens.extend(tokens)
+        self._accept(lane, len(lane.rows) - len(rows))
+
+    def _cache_for(self, lane: _Lane, rows: int) -> kv.GrowingCache:
+        # the lane's first rows keep this cache (room for a full batch); later ones are copied into the lane's
+        return kv.GrowingCache(self.max_batch_size if lane.cache is None or not lane.rows else rows)
+
+    @staticmethod
+    def _merge_into(lane: _Lane, cache: kv.GrowingCache, mask: torch.Tensor) -> None:
         if lane.cache is None or not lane.rows:
             lane.cache, lane.mask = cache, mask
         else:
             lane.cache, lane.mask = kv.merge(lane.cache, lane.mask, cache, mask)
-        lane.rows.extend(rows)
-        lane.next_tokens.extend(tokens)
-        self._accept(lane, len(lane.rows) - len(rows))
 
     def _remember_prompts(self, rows, prompts, reused, tokens, cache: kv.GrowingCache, mask: torch.Tensor) -> None:
         """Keep the keys/values of prompts read in full (or mostly) for later prompts that start the same way."""
