@@ -18,7 +18,7 @@ from app.api.openapi import install_openapi
 from app.backends.embedded import EmbeddedBackend
 from app.backends.upstream import UpstreamBackend, UpstreamClient
 from app.config import Settings
-from app.engine import quantize
+from app.engine import head, quantize
 from app.engine.adapters import AdapterRegistry, read_manifest
 from app.engine.provision import load_base_model, pick_device, resolve_base_model
 from app.engine.worker import Engine
@@ -50,7 +50,8 @@ async def build_embedded(settings: Settings, metrics: Metrics, started_at: float
 
     def load():
         model, tokenizer = load_base_model(source, settings.model_cache_dir, device, settings.dtype, settings.attention)
-        return quantize.apply(model, settings.quantize, device), tokenizer
+        model = quantize.apply(model, settings.quantize, device)
+        return head.apply(model, device, settings.reorder_head), tokenizer
 
     model, tokenizer = await asyncio.to_thread(load)
     engine = Engine(

@@ -32,7 +32,7 @@ def base_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     for name, raw in inner.named_modules():
         if not name or any(name.startswith(p) for p in skip):
             continue
-        module = _original(raw)
+        module = original_module(raw)
         if module is not None:
             out[name] = module
         if module is not raw:  # a PEFT wrapper: its children are adapter internals
@@ -40,7 +40,7 @@ def base_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return out
 
 
-def _original(module: torch.nn.Module | None) -> torch.nn.Module | None:
+def original_module(module: torch.nn.Module | None) -> torch.nn.Module | None:
     """The module a PEFT wrapper (LoRA/LoHa/... layer, modules_to_save, trainable tokens) stands in for."""
     from peft.tuners.tuners_utils import BaseTunerLayer
     from peft.utils.other import AuxiliaryTrainingWrapper
@@ -96,7 +96,7 @@ def resolve_targets(config: dict, modules: dict[str, torch.nn.Module], model: to
         out_emb = None
         get_out = getattr(unwrap_model(model), "get_output_embeddings", None)
         if callable(get_out):
-            out_emb = _original(get_out())
+            out_emb = original_module(get_out())
         linear = {
             n
             for n, m in modules.items()

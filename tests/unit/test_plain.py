@@ -1,0 +1,81 @@
+"""The base view (app/engine/plain.py): base-only decode steps skip PEFT's wrappers without copying a weight or
+changing the live model's module tree, and compute what the model computes with its adapters off."""
+
+import asyncio
+import copy
+
+import torch
+from peft import PeftModel
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from app.engine.adapters import AdapterRegistry
+from app.engine.plain import base_view
+from app.engine.sampling import SamplingParams
+from app.engine.worker import DoneEvent, Engine, GenerationRequest
+from app.metrics import Metrics
+from tests.unit.adapter_factory import make_adapter, tiny_llama
+
+
+def _names(model):
+    return [(name, type(module).__name__) for name, module in model.named_modules()]
+
+
+def test_view_shares_weights_and_equals_adapters_off(tmp_path):
+    base = tiny_llama()
+    make_adapter(tmp_path / "a", base, kind="lora", seed=3, targets=("q_proj", "v_proj", "down_proj"))
+    # modules_to_save wraps lm_head in PEFT's own copy: the view must take the original, not the trained one
+    make_adapter(tmp_path / "b", base, kind="lora", seed=4, modules_to_save=["lm_head"])
+    model = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "a", adapter_name="a")
+    model.load_adapter(tmp_path / "b", adapter_name="b")
+    model.eval()
+    tree = _names(model)
+    view = base_view(model)
+    assert _names(model) == tree  # the live tree is untouched
+    assert not any(isinstance(m, BaseTunerLayer) for m in view.modules())
+    live = {id(p) for p in model.parameters()}
+    assert all(id(p) in live for p in view.parameters())  # the same tensors: nothing copied
+    ids = torch.tensor([[1, 7, 42, 300, 5, 9]])
+    with torch.no_grad():
+        expected = base(input_ids=ids).logits
+        got = view(input_ids=ids).logits
+        model.set_adapter("b")
+        adapted = model(input_ids=ids).logits
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert (adapted - expected).abs().max() > 1e-3  # the adapter is on in the live model: the view is the odd one
+
+
+async def _generate(engine, prompt, adapter, n=12):
+    handle = engine.submit(GenerationRequest(prompt, SamplingParams(n, temperature=0), adapter))
+    while True:
+        event = await handle.events.get()
+        if isinstance(event, DoneEvent):
+            return event.text
+        if not hasattr(event, "text"):
+            raise event.error
+
+
+async def test_base_rows_with_adapters_installed_equal_the_bare_model(tmp_path, bundled):
+    _, tokenizer, _ = bundled
+    base = tiny_llama()
+    make_adapter(tmp_path / "lora-a", base, kind="lora", seed=1, targets=("q_proj", "v_proj", "down_proj"))
+    engine = Engine(copy.deepcopy(base), tokenizer, device="cpu", metrics=Metrics(), max_wait_ms=30)
+    engine.eos_ids = {-1}  # random weights: every row runs to max_tokens
+    engine.start()
+    registry = AdapterRegistry(engine, Metrics(), tmp_path, "base")
+    prompts = [[1, 20, 33, 90], [1, 77, 88, 99, 100]]
+    try:
+        bare = [await _generate(engine, p, None) for p in prompts]
+        await registry.load("lora-a", "lora-a")
+        live_tree = _names(engine.model)
+        adapted = await _generate(engine, prompts[0], "lora-a")
+        assert adapted != bare[0]
+        together = await asyncio.gather(*[_generate(engine, p, None) for p in prompts])
+        assert together == bare
+        # base rows beside adapter rows (a mixed step) and after them: still the bare model, adapter still applied
+        mixed = await asyncio.gather(_generate(engine, prompts[0], "lora-a"), _generate(engine, prompts[1], None))
+        assert mixed == [adapted, bare[1]]
+        assert await _generate(engine, prompts[0], "lora-a") == adapted
+        assert _names(engine.model) == live_tree  # off-worker readers never see the tree change
+    finally:
+        registry.close()
+        engine.stop()
