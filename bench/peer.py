@@ -43,8 +43,9 @@ SERVERS = {
     "tonewatch_engine_2threads": lambda: Tonewatch(TONEWATCH_ENGINE_THREADS="2"),
     "tonewatch_passive": lambda: Tonewatch(OMP_WAIT_POLICY="PASSIVE"),
     "tonewatch_no_prefix_reuse": lambda: Tonewatch(TONEWATCH_PREFIX_CACHE_MB="0"),
+    "tonewatch_plain_head": lambda: Tonewatch(TONEWATCH_REORDER_HEAD="false"),
 }
-DEFAULT = ["transformers_serve", "tonewatch", "tonewatch_no_prefix_reuse", "tonewatch_fp16", "tonewatch_int8"]
+DEFAULT = ["transformers_serve", "tonewatch", "tonewatch_plain_head", "tonewatch_fp16", "tonewatch_int8"]
 if os.environ.get("BENCH_BEFORE_ROOT"):  # an earlier checkout, for the profile note's before/after table
     SERVERS["tonewatch_before"] = lambda: Tonewatch(root=os.environ["BENCH_BEFORE_ROOT"])
 

@@ -2,9 +2,10 @@
 
 The head is the largest single matmul of a decode step (49152 × 576 on the bundled model, 21% of the weights) and
 MKL's fp32 GEMM handles it badly from four rows up: measured here 6.2 / 10.1 / 14.4 / 9.8 ms at 4 / 8 / 12 / 16 rows
-against 3.6 / 4.7 / 5.3 / 7.1 ms for oneDNN on a weight reordered once into its blocked layout (equal at 1–3 rows;
-results within 1.3e-4 of MKL's on logits of magnitude ~20). The layer matmuls gain nothing from the same change (up
-to 1.8x slower at 1–3 rows), so only the head gets it. Cost: one copy of the head's weight (113 MB here; the dense
+against 3.6 / 4.7 / 5.3 / 7.1 ms for oneDNN on a weight reordered once into its blocked layout (a little faster at 3
+rows, no faster at 1–2, where MKL's matrix-vector path stays in use; results within 1.3e-4 of MKL's on logits of
+magnitude ~20). The layer matmuls gain nothing from the same change (up to 1.8x slower at 1–3 rows), so only the
+head gets it. Cost: one copy of the head's weight (113 MB here; the dense
 weight stays, tied to the embeddings). The copy belongs to that weight: if the weight tensor is replaced or written
 in place, forward falls back to the plain matmul, and copies of the module (PEFT's modules_to_save) are plain."""
 
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger("tonewatch.engine")
+# below this, MKL's matrix-vector path is as fast or faster (a whole step: 51.8 vs 51.5 ms at 1 row, 53.4 vs 51.6 at 2)
+MIN_ROWS = 3
 
 
 class ReorderedHead(nn.Linear):
@@ -43,6 +46,8 @@ class ReorderedHead(nn.Linear):
             self._reordered = None
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[0] < MIN_ROWS:
+            return F.linear(x, self.weight, self.bias)
         out = torch.ops.mkldnn._linear_pointwise(flat, self._reordered, self.bias, "none", [], "")
         return out.reshape(*x.shape[:-1], self.out_features)
 
