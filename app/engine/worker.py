@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from app.engine import kv
+from app.engine import fastpath, kv
 from app.engine.plain import base_view
 from app.engine.prefix import PrefixCache
 from app.engine.sampling import Pick, RowSampler, SamplingParams, sample
@@ -201,6 +201,7 @@ class Engine:
     ):
         self.model = model
         self._base = base_view(model)  # the base weights without PEFT's wrappers, for base-only steps
+        self._fast_decode = fastpath.supports(model)  # decode steps skip transformers' per-call machinery
         self.threads = threads  # torch threads of this worker's forwards (a per-thread setting); 0: auto
         self.tokenizer = tokenizer
         self.device = device
@@ -417,6 +418,8 @@ class Engine:
 
     def _forward(self, lane: _Lane, rows: list[_Row], input_ids, mask, position_ids, cache):
         model, routing = self._route_adapters(lane, rows)
+        if self._fast_decode and input_ids.shape[1] == 1 and not routing:
+            return fastpath.decode_step(model, input_ids, mask, position_ids, cache)
         out = model(
             input_ids=input_ids,
             attention_mask=mask,
