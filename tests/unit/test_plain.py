@@ -10,10 +10,10 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 
 from app.engine.adapters import AdapterRegistry
 from app.engine.plain import base_view
-from app.engine.sampling import SamplingParams
-from app.engine.worker import DoneEvent, Engine, GenerationRequest
+from app.engine.worker import Engine
 from app.metrics import Metrics
 from tests.unit.adapter_factory import make_adapter, tiny_llama
+from tests.unit.engine_driver import greedy_text
 
 
 def _names(model):
@@ -44,16 +44,6 @@ def test_view_shares_weights_and_equals_adapters_off(tmp_path):
     assert (adapted - expected).abs().max() > 1e-3  # the adapter is on in the live model: the view is the odd one
 
 
-async def _generate(engine, prompt, adapter, n=12):
-    handle = engine.submit(GenerationRequest(prompt, SamplingParams(n, temperature=0), adapter))
-    while True:
-        event = await handle.events.get()
-        if isinstance(event, DoneEvent):
-            return event.text
-        if not hasattr(event, "text"):
-            raise event.error
-
-
 async def test_base_rows_with_adapters_installed_equal_the_bare_model(tmp_path, bundled):
     _, tokenizer, _ = bundled
     base = tiny_llama()
@@ -64,17 +54,17 @@ async def test_base_rows_with_adapters_installed_equal_the_bare_model(tmp_path, 
     registry = AdapterRegistry(engine, Metrics(), tmp_path, "base")
     prompts = [[1, 20, 33, 90], [1, 77, 88, 99, 100]]
     try:
-        bare = [await _generate(engine, p, None) for p in prompts]
+        bare = [await greedy_text(engine, p, None) for p in prompts]
         await registry.load("lora-a", "lora-a")
         live_tree = _names(engine.model)
-        adapted = await _generate(engine, prompts[0], "lora-a")
+        adapted = await greedy_text(engine, prompts[0], "lora-a")
         assert adapted != bare[0]
-        together = await asyncio.gather(*[_generate(engine, p, None) for p in prompts])
+        together = await asyncio.gather(*[greedy_text(engine, p, None) for p in prompts])
         assert together == bare
         # base rows beside adapter rows (a mixed step) and after them: still the bare model, adapter still applied
-        mixed = await asyncio.gather(_generate(engine, prompts[0], "lora-a"), _generate(engine, prompts[1], None))
+        mixed = await asyncio.gather(greedy_text(engine, prompts[0], "lora-a"), greedy_text(engine, prompts[1], None))
         assert mixed == [adapted, bare[1]]
-        assert await _generate(engine, prompts[0], "lora-a") == adapted
+        assert await greedy_text(engine, prompts[0], "lora-a") == adapted
         assert _names(engine.model) == live_tree  # off-worker readers never see the tree change
     finally:
         registry.close()

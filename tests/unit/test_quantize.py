@@ -10,10 +10,10 @@ from torch import nn
 
 from app.engine import quantize
 from app.engine.adapters import AdapterRegistry
-from app.engine.sampling import SamplingParams
-from app.engine.worker import DoneEvent, Engine, GenerationRequest
+from app.engine.worker import Engine
 from app.metrics import Metrics
 from tests.unit.adapter_factory import make_adapter, tiny_llama
+from tests.unit.engine_driver import greedy_text
 
 
 @pytest.mark.parametrize(("mode", "tolerance"), [("fp16", 2e-3), ("int8", 6e-2)])
@@ -54,16 +54,6 @@ def test_refused_off_cpu_and_for_unknown_modes():
     assert quantize.apply(model, "none", "cpu") is model
 
 
-async def _generate(engine, prompt, adapter, n=10):
-    handle = engine.submit(GenerationRequest(prompt, SamplingParams(n, temperature=0), adapter))
-    while True:
-        event = await handle.events.get()
-        if isinstance(event, DoneEvent):
-            return event.text
-        if not hasattr(event, "text"):
-            raise event.error
-
-
 async def test_adapters_on_a_packed_base_mixed_batches_equal_solo_runs(tmp_path, bundled):
     _, tokenizer, _ = bundled
     base = tiny_llama()
@@ -80,9 +70,9 @@ async def test_adapters_on_a_packed_base_mixed_batches_equal_solo_runs(tmp_path,
         await registry.load("dora-b", "dora-b")
         assert registry.adapters["dora-b"].spec.kind == "dora"
         prompts = {None: [1, 520 % 512, 33, 90], "lora-a": [1, 77, 88, 99, 100], "dora-b": [1, 5, 6]}
-        solo = {a: await _generate(engine, p, a) for a, p in prompts.items()}
-        assert solo["lora-a"] != await _generate(engine, prompts["lora-a"], None)  # the adapter applies
-        together = await asyncio.gather(*[_generate(engine, p, a) for a, p in prompts.items() for _ in range(2)])
+        solo = {a: await greedy_text(engine, p, a) for a, p in prompts.items()}
+        assert solo["lora-a"] != await greedy_text(engine, prompts["lora-a"], None)  # the adapter applies
+        together = await asyncio.gather(*[greedy_text(engine, p, a) for a, p in prompts.items() for _ in range(2)])
         assert together == [solo[a] for a in prompts for _ in range(2)]
     finally:
         registry.close()
