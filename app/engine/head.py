@@ -5,9 +5,9 @@ MKL's fp32 GEMM handles it badly from four rows up: measured here 6.2 / 10.1 / 1
 against 3.6 / 4.7 / 5.3 / 7.1 ms for oneDNN on a weight reordered once into its blocked layout (a little faster at 3
 rows, no faster at 1–2, where MKL's matrix-vector path stays in use; results within 1.3e-4 of MKL's on logits of
 magnitude ~20). The layer matmuls gain nothing from the same change (up to 1.8x slower at 1–3 rows), so only the
-head gets it. Cost: one copy of the head's weight (113 MB here; the dense
-weight stays, tied to the embeddings). The copy belongs to that weight: if the weight tensor is replaced or written
-in place, forward falls back to the plain matmul, and copies of the module (PEFT's modules_to_save) are plain."""
+head gets it. Cost: one copy of the head's weight (113 MB here; the dense weight stays, tied to the embeddings). The
+copy belongs to that weight: if the weight tensor is replaced or written in place, forward falls back to the plain
+matmul, and copies of the module (PEFT's modules_to_save) are plain."""
 
 from __future__ import annotations
 

@@ -436,9 +436,9 @@ class Engine:
         app/engine/plain.py). PEFT's mixed-batch path (`adapter_names`) splits every adapted layer per adapter and
         costs +20% per decode step at batch 1 (measured: 42.5 vs 35.4 ms), so a step whose rows share one adapter
         takes the plain path with that adapter active. Switching walks the modules once, only when the mix changes."""
-        names = {r.handle.request.adapter for r in rows} if lane.key == MIXED_LANE else {lane.key}
         if not self.peft_active:
             return self.model, {}
+        names = {r.handle.request.adapter for r in rows} if lane.key == MIXED_LANE else {lane.key}
         if names == {None}:
             return self._base, {}
         mode: tuple = ("mixed",) if len(names) > 1 else ("one", next(iter(names)))
@@ -452,40 +452,41 @@ class Engine:
         return self.model, {}
 
     def _prefill_isolated(self, lane: _Lane, rows: list[_Row]) -> None:
-        rows = self._join(lane, rows)
+        # one prefix lookup per row, shared by the join and the prefill (nothing is stored in between)
+        matches = [self.prefix.lookup(r.handle.request.adapter, r.handle.request.prompt_ids) for r in rows]
+        rows, matches = self._join(lane, rows, matches)
         if not rows:
             return
         try:
-            self._prefill(lane, rows)
+            self._prefill(lane, rows, matches)
             return
         except Exception as exc:
             if len(rows) == 1:
                 log.warning("prefill failed for request %s: %r", rows[0].handle.request.request_id, exc)
                 rows[0].handle.fail(_row_error(exc, "reading the prompt of"))
                 return
-        for row in rows:  # find the row that broke the batch: the others join one by one
+        for row, match in zip(rows, matches, strict=True):  # find the row that broke the batch: the others join alone
             try:
-                self._prefill(lane, [row])
+                self._prefill(lane, [row], [match])
             except Exception as exc:
                 log.warning("prefill failed for request %s: %r", row.handle.request.request_id, exc)
                 row.handle.fail(_row_error(exc, "reading the prompt of"))
 
-    def _join(self, lane: _Lane, rows: list[_Row]) -> list[_Row]:
+    def _join(self, lane: _Lane, rows: list[_Row], matches: list) -> tuple[list[_Row], list]:
         """Rows whose whole prompt but its last token is held in the prefix cache join the lane without a forward
         of their own: their cached keys/values are merged in and their last prompt token is fed by the next decode
         step with everyone else's (whose logits give their first token). A prefill forward of one new token per row
         streams all the weights like a decode step does, so this saves one step per arrival wave. Returns the rows
-        that still need a prefill (all of them if joining fails)."""
+        that still need a prefill, with their matches (all of them if joining fails)."""
         if not self.prefix.enabled:
-            return rows
-        matches = [self.prefix.lookup(r.handle.request.adapter, r.handle.request.prompt_ids) for r in rows]
+            return rows, matches
         joining = [
             (r, m)
             for r, m in zip(rows, matches, strict=True)
             if m is not None and m.length == len(r.handle.request.prompt_ids) - 1
         ]
         if not joining:
-            return rows
+            return rows, matches
         try:
             past = max(m.length for _, m in joining)
             cache = self._cache_for(lane, len(joining))
@@ -496,7 +497,7 @@ class Engine:
             self._merge_into(lane, cache, mask)
         except Exception as exc:  # nothing joined: they take the prefill path
             log.warning("joining %d cached prompts failed (%r); prefilling them", len(joining), exc)
-            return rows
+            return rows, matches
         for r, m in joining:
             prompt = r.handle.request.prompt_ids
             r.prompt_in_cache = m.length
@@ -505,17 +506,17 @@ class Engine:
             self.metrics.prompt_tokens.labels(r.adapter_label).inc(len(prompt))
             self.metrics.prefix_reused_tokens.labels(r.adapter_label).inc(m.length)
         joined = {id(r) for r, _ in joining}
-        return [r for r in rows if id(r) not in joined]
+        rest = [(r, m) for r, m in zip(rows, matches, strict=True) if id(r) not in joined]
+        return [r for r, _ in rest], [m for _, m in rest]
 
-    def _prefill(self, lane: _Lane, rows: list[_Row]) -> None:
+    def _prefill(self, lane: _Lane, rows: list[_Row], matches: list) -> None:
         """Prefill rows and merge them into the lane. Changes nothing in the lane unless everything succeeded.
 
         Layout of row i (prefix reuse): [padding][the n_i reused prefix columns][padding][the new tokens], with
         `past` = max n_i columns seeded into the cache before the forward and the new tokens left-padded to a
         common width; the mask hides both paddings and positions count only real tokens, so a row reads exactly
-        what a full prefill of its prompt would have."""
+        what a full prefill of its prompt would have. `matches`: each row's prefix-cache match (or None)."""
         prompts = [r.handle.request.prompt_ids for r in rows]
-        matches = [self.prefix.lookup(r.handle.request.adapter, p) for r, p in zip(rows, prompts, strict=True)]
         reused = [m.length if m else 0 for m in matches]
         past = max(reused)
         width = max(len(p) - n for p, n in zip(prompts, reused, strict=True))
