@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -22,7 +23,7 @@ class InvalidRequest(TonewatchError):
 class RequestInvalid(InvalidRequest):
     """A body that failed schema validation; `errors` are pydantic's, worded for humans in app/api/errors.py."""
 
-    def __init__(self, errors: list[dict[str, Any]]):
+    def __init__(self, errors: Sequence[Mapping[str, Any]]):
         super().__init__("invalid request")
         self.errors = errors
 

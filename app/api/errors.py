@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -98,7 +99,7 @@ def _is_type_name(part: object) -> bool:
     )
 
 
-def describe_validation(errors: list[dict]) -> tuple[str, str | None]:
+def describe_validation(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
     """pydantic errors -> one readable message and the first offending field, written like the JSON path."""
     parts: list[str] = []
     param = None

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:  # the chat service sets it; a type only, so the backends do not import the services
+    from app.services.canary import Assignment
 
 
 @dataclass
@@ -27,7 +32,7 @@ class ChatCall:
     """One chat request, validated and routed by the backend that will serve it."""
 
     raw: dict[str, Any]  # the client's body without Tonewatch's own fields
-    parsed: Any  # the backend's validated view (the embedded engine's request model, or the raw body)
+    parsed: BaseModel  # the backend's validated view (the embedded engine's request model, the gateway's fields)
     served: Served
     stream: bool
     session_id: str | None
@@ -35,7 +40,7 @@ class ChatCall:
     request_id: str
     prompt_text: str | None  # the last user message, for history
     kind: str = "chat"  # "chat" (messages) | "completion" (a raw prompt, /v1/completions) | "response" (/v1/responses)
-    experiment: Any = None  # the canary assignment of this session's request, when it is part of one
+    experiment: Assignment | None = None  # the canary assignment of this session's request, when it is part of one
 
 
 @dataclass
@@ -93,6 +98,9 @@ class ChatBackend(Protocol):
 
     def parse_chat(self, raw: dict[str, Any], request_id: str) -> ChatCall:
         """Validate and route (unknown model -> ModelNotFound) before anything is generated."""
+
+    def parse_completion(self, raw: dict[str, Any], request_id: str) -> ChatCall:
+        """The same for a text completion (/v1/completions): a call of kind "completion"."""
 
     def route(self, model: str | None) -> Served:
         """Who serves `model` (None: the base model / the upstream's first); ModelNotFound if nobody does."""

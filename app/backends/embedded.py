@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.backends import openai_format as fmt
 from app.backends.base import ChatCall, Chunk, Completed, Served, StreamEnd, StreamEvent
@@ -32,7 +32,10 @@ def refuse_unsupported(raw: dict[str, Any], table: dict[str, str]) -> None:
             raise UnsupportedField(f"{name}: {what} is not supported by Tonewatch", param=name)
 
 
-def validated(model: type, raw: dict[str, Any]) -> Any:
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(model: type[Model], raw: dict[str, Any]) -> Model:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -80,7 +83,7 @@ class EmbeddedBackend:
     # ---- requests -------------------------------------------------------------------------------------------
     def parse_chat(self, raw: dict[str, Any], request_id: str) -> ChatCall:
         refuse_unsupported(raw, UNSUPPORTED_FIELDS)
-        req: ChatCompletionRequest = validated(ChatCompletionRequest, raw)
+        req = validated(ChatCompletionRequest, raw)
         self._check_bias(req.logit_bias)
         user = next((m.text() for m in reversed(req.messages) if m.role in ("user", "tool")), None)
         return ChatCall(
@@ -96,7 +99,7 @@ class EmbeddedBackend:
 
     def parse_completion(self, raw: dict[str, Any], request_id: str) -> ChatCall:
         refuse_unsupported(raw, UNSUPPORTED_COMPLETION_FIELDS)
-        req: CompletionRequest = validated(CompletionRequest, raw)
+        req = validated(CompletionRequest, raw)
         self._check_bias(req.logit_bias)
         if req.stream and len(req.prompts) > 1:
             raise InvalidRequest("a streamed completion takes one prompt", param="prompt")
@@ -176,15 +179,25 @@ class EmbeddedBackend:
                 param=param,
             )
 
+    @staticmethod
+    def _request(call: ChatCall) -> ChatCompletionRequest | CompletionRequest:
+        """The request model parse_chat / parse_completion put on the call."""
+        req = call.parsed
+        assert isinstance(req, ChatCompletionRequest | CompletionRequest), type(req)
+        return req
+
     async def _submit(self, call: ChatCall) -> list[_Submitted]:
-        params = self.sampling_params(call.parsed)
+        req = self._request(call)
+        params = self.sampling_params(req)
         adapter, rid = call.served.adapter, call.request_id
         if call.kind == "completion":
-            prompts = await asyncio.to_thread(lambda: [self._encode_prompt(p) for p in call.parsed.prompts])
+            assert isinstance(req, CompletionRequest)
+            prompts = await asyncio.to_thread(lambda: [self._encode_prompt(p) for p in req.prompts])
             return [
                 _Submitted(self.engine.submit(GenerationRequest(ids, params, adapter, rid)), None) for ids in prompts
             ]
-        ids, p, matcher = await asyncio.to_thread(self._encode_chat, call.parsed)
+        assert isinstance(req, ChatCompletionRequest)
+        ids, p, matcher = await asyncio.to_thread(self._encode_chat, req)
         request = GenerationRequest(
             ids,
             params,
@@ -209,7 +222,7 @@ class EmbeddedBackend:
                 s.handle.cancel()  # no-op when finished; frees the row if we were cancelled (client gone)
         self.registry.count_served(call.served.adapter)
         usage = fmt.usage(sum(d.prompt_tokens for d in done), sum(d.completion_tokens for d in done))
-        wants_logprobs = call.parsed.logprobs not in (None, False)
+        wants_logprobs = self._request(call).logprobs not in (None, False)
         if call.kind == "completion":
             choices = [
                 {
@@ -255,7 +268,7 @@ class EmbeddedBackend:
     # ---- stream ---------------------------------------------------------------------------------------------
     async def chat_stream(self, call: ChatCall) -> EmbeddedStream:
         [submitted] = await self._submit(call)
-        options = call.parsed.stream_options
+        options = self._request(call).stream_options
         return EmbeddedStream(
             call,
             submitted,

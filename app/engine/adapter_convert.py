@@ -68,7 +68,7 @@ def _deltas(spec: AdapterSpec, model: torch.nn.Module) -> dict[str, torch.Tensor
     deltas = {}
     with torch.no_grad():
         for name in spec.modules:
-            found = _delta_and_factors(peft_model.base_model.model.get_submodule(name), "default")
+            found = _delta_and_factors(peft_model.get_base_model().get_submodule(name), "default")
             if found is not None:
                 deltas[name] = found[0]
     return deltas

@@ -202,6 +202,7 @@ def inspect_adapter(
         if peft_type == "LORA":
             effect = check_lora(module, group, modules[module], feats, config, use_dora, max_rank)
         elif peft_type == "ADALORA":
+            assert rank is not None  # only IA3 has no rank
             effect = check_adalora(module, group, feats, config, rank, adalora_pattern)
         elif peft_type == "LOHA":
             effect = check_loha(module, group, feats, config, max_rank)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, overload
 
 import torch
 
@@ -40,6 +40,14 @@ def base_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return out
 
 
+@overload
+def original_module(module: torch.nn.Module) -> torch.nn.Module: ...
+
+
+@overload
+def original_module(module: None) -> None: ...
+
+
 def original_module(module: torch.nn.Module | None) -> torch.nn.Module | None:
     """The module a PEFT wrapper (LoRA/LoHa/... layer, modules_to_save, trainable tokens) stands in for."""
     from peft.tuners.tuners_utils import BaseTunerLayer
@@ -50,6 +58,13 @@ def original_module(module: torch.nn.Module | None) -> torch.nn.Module | None:
     if isinstance(module, BaseTunerLayer):
         module = module.get_base_layer()
     return module
+
+
+def weight_of(module: torch.nn.Module) -> torch.Tensor:
+    """A layer's `weight` (torch types any submodule attribute as Tensor | Module)."""
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor), type(weight)
+    return weight
 
 
 def features(module: torch.nn.Module) -> tuple[int, int, str] | None:
@@ -100,7 +115,7 @@ def resolve_targets(config: dict, modules: dict[str, torch.nn.Module], model: to
         linear = {
             n
             for n, m in modules.items()
-            if features(m) is not None and features(m)[2] != "embedding" and m is not out_emb
+            if (feats := features(m)) is not None and feats[2] != "embedding" and m is not out_emb
         }
         # the expanded list still goes through exclude_modules / modules_to_save / layers_to_transform, as in PEFT
         matched = {n for n in linear if _matches(_target_matcher(config, [n]), n)}
@@ -224,7 +239,7 @@ def check_lora(module: str, group: dict, base: torch.nn.Module, feats, config: d
         mag = _check_shape(module, group, "lora_magnitude_vector", (out_f,))
         if not changes:
             # B·A = 0: DoRA still rescales rows unless the magnitude equals the base weight's row norms
-            w = base.weight.detach().float()
+            w = weight_of(base).detach().float()
             w = w.T if layer_kind in ("conv1d", "embedding") else w
             changes = not torch.allclose(mag.float(), torch.linalg.norm(w, dim=1), rtol=1e-4, atol=1e-6)
     elif "lora_magnitude_vector" in group:
@@ -319,7 +334,7 @@ def check_full_param(key: str, tensor: torch.Tensor, params: dict[str, torch.Ten
 
 
 def base_params(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
-    params = {}
+    params: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
         for pname, p in module.named_parameters(recurse=False):
             params[f"{name}.{pname}"] = p

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.errors import InvalidRequest
 
+if TYPE_CHECKING:  # llguidance itself is imported when the first grammar is compiled
+    from llguidance import LLMatcher, LLTokenizer
+    from llguidance._lib import JsonCompileOptions
+
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
 # Canonical JSON (as json.dumps writes it): no free whitespace, which a small model could fill forever.
-JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", "lenient": True}
+JSON_OPTIONS: JsonCompileOptions = {
+    "whitespace_flexible": False,
+    "item_separator": ", ",
+    "key_separator": ": ",
+    "lenient": True,
+}
 
 
 class Grammars:
@@ -26,10 +35,10 @@ class Grammars:
         self._hf = tokenizer
         self._vocab = vocab_size
         self._eos = sorted(eos_ids)
-        self._tokenizer = None
+        self._tokenizer: LLTokenizer | None = None
         self._lock = threading.Lock()
 
-    def _lltokenizer(self):
+    def _lltokenizer(self) -> LLTokenizer:
         with self._lock:
             if self._tokenizer is None:
                 import llguidance.hf
@@ -39,7 +48,7 @@ class Grammars:
                 )
             return self._tokenizer
 
-    def matcher(self, grammar: str, param: str):
+    def matcher(self, grammar: str, param: str) -> LLMatcher:
         from llguidance import LLMatcher
 
         tokenizer = self._lltokenizer()

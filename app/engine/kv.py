@@ -3,10 +3,25 @@ and columns that every row has as padding are trimmed so the cache does not grow
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
+
+
+class _Filled(Protocol):
+    """A layer of a filled attention cache: keys/values [B, H, T, D]."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+def _layers(cache: Cache) -> list[_Filled]:
+    # transformers types a cache's layers as any layer kind (linear-attention ones too) with Optional keys; the
+    # engine's caches hold DynamicLayers / GrowingLayers, filled by the prefill before any surgery
+    return cast("list[_Filled]", cache.layers)
 
 
 def _pad_left(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -16,7 +31,7 @@ def _pad_left(t: torch.Tensor, n: int) -> torch.Tensor:
 
 def select_rows(cache: DynamicCache, mask: torch.Tensor, keep: list[int]) -> torch.Tensor:
     index = torch.tensor(keep, dtype=torch.long, device=mask.device)
-    for layer in cache.layers:
+    for layer in _layers(cache):
         if isinstance(layer, GrowingLayer):
             layer.keep_rows(keep)
         else:
@@ -30,7 +45,7 @@ def trim_padding(cache: DynamicCache, mask: torch.Tensor) -> torch.Tensor:
     first = int(torch.nonzero(used)[0]) if bool(used.any()) else mask.shape[1]
     if first == 0:
         return mask
-    for layer in cache.layers:
+    for layer in _layers(cache):
         if isinstance(layer, GrowingLayer):
             layer.drop_front(first)
         else:
@@ -45,7 +60,7 @@ def merge(
     """Rows of b appended after rows of a; the shorter side is left-padded (masked) to the longer length."""
     len_a, len_b = mask_a.shape[1], mask_b.shape[1]
     width = max(len_a, len_b)
-    for layer_a, layer_b in zip(cache_a.layers, cache_b.layers, strict=True):
+    for layer_a, layer_b in zip(_layers(cache_a), _layers(cache_b), strict=True):
         if isinstance(layer_a, GrowingLayer):
             layer_a.append_rows(layer_b.keys, layer_b.values)
             continue
@@ -57,7 +72,7 @@ def merge(
 
 def restore_length(cache: DynamicCache, length: int) -> None:
     """Undo a failed step: a forward that raised may have appended a column to some layers but not to others."""
-    for layer in cache.layers:
+    for layer in _layers(cache):
         if isinstance(layer, GrowingLayer):
             layer.truncate(length)
         elif getattr(layer, "keys", None) is not None and layer.keys.shape[2] > length:
@@ -68,7 +83,7 @@ def restore_length(cache: DynamicCache, length: int) -> None:
 def row_copy(cache: DynamicCache, index: int) -> DynamicCache:
     """A one-row copy of the cache (to retry one row alone without touching the lane's cache)."""
     copy = DynamicCache()
-    for layer_idx, layer in enumerate(cache.layers):
+    for layer_idx, layer in enumerate(_layers(cache)):
         copy.update(layer.keys[index : index + 1].clone(), layer.values[index : index + 1].clone(), layer_idx)
     return copy
 
@@ -95,7 +110,7 @@ def row_columns(cache: DynamicCache, row: int, mask: torch.Tensor) -> list[tuple
     columns = torch.nonzero(mask, as_tuple=True)[0]
     return [
         (layer.keys[row : row + 1].index_select(2, columns), layer.values[row : row + 1].index_select(2, columns))
-        for layer in cache.layers
+        for layer in _layers(cache)
     ]
 
 
@@ -123,9 +138,20 @@ class GrowingLayer(DynamicLayer):
         self._kview: torch.Tensor | None = None
 
     # ---- buffer bookkeeping ---------------------------------------------------------------------------------
+    def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The key and value buffers (the first _adopt allocates them)."""
+        assert self._k is not None and self._v is not None
+        return self._k, self._v
+
+    def _live(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """keys/values as they are now: our views, or tensors transformers' own cache methods assigned."""
+        assert self.keys is not None and self.values is not None
+        return self.keys, self.values
+
     def _sync(self) -> None:
-        self.keys = self._kview = self._k[: self._b, :, self._start : self._end, :]
-        self.values = self._v[: self._b, :, self._start : self._end, :]
+        k, v = self._buffers()
+        self.keys = self._kview = k[: self._b, :, self._start : self._end, :]
+        self.values = v[: self._b, :, self._start : self._end, :]
 
     def _owned(self) -> bool:
         return self._k is not None and self.keys is self._kview
@@ -136,10 +162,10 @@ class GrowingLayer(DynamicLayer):
         cap_b = max(b, rows, self.row_capacity)
         cap_t = front + t + max(back, self.GROWTH, t // 2)
         # empty, not zeros: nothing outside the live view is ever read, and padding joining it is zeroed explicitly
-        self._k = keys.new_empty((cap_b, h, cap_t, d))
-        self._v = values.new_empty((cap_b, h, cap_t, values.shape[-1]))
-        self._k[:b, :, front : front + t] = keys
-        self._v[:b, :, front : front + t] = values
+        self._k = k = keys.new_empty((cap_b, h, cap_t, d))
+        self._v = v = values.new_empty((cap_b, h, cap_t, values.shape[-1]))
+        k[:b, :, front : front + t] = keys
+        v[:b, :, front : front + t] = values
         self._b, self._start, self._end = b, front, front + t
         self._sync()
 
@@ -150,13 +176,15 @@ class GrowingLayer(DynamicLayer):
         n = key_states.shape[-2]
         if not self._owned() or self._b != key_states.shape[0]:
             if self.keys is not None and self.keys.numel():
-                self._adopt(self.keys, self.values, back=n)
+                self._adopt(*self._live(), back=n)
             else:
                 self._adopt(key_states[:, :, :0], value_states[:, :, :0], back=n)
-        if self._end + n > self._k.shape[2]:
-            self._adopt(self.keys, self.values, back=n)
-        self._k[: self._b, :, self._end : self._end + n] = key_states
-        self._v[: self._b, :, self._end : self._end + n] = value_states
+        k, v = self._buffers()
+        if self._end + n > k.shape[2]:
+            self._adopt(*self._live(), back=n)
+            k, v = self._buffers()
+        k[: self._b, :, self._end : self._end + n] = key_states
+        v[: self._b, :, self._end : self._end + n] = value_states
         self._end += n
         self._sync()
         return self.keys, self.values
@@ -164,17 +192,18 @@ class GrowingLayer(DynamicLayer):
     # ---- batch surgery (kv.select_rows / trim_padding / merge / restore_length call these) ------------------
     def keep_rows(self, keep: list[int]) -> None:
         if not self._owned():
-            self._adopt(self.keys, self.values)
+            self._adopt(*self._live())
+        k, v = self._buffers()
         for new, old in enumerate(keep):  # ascending: a row only ever moves onto a slot already read or freed
             if new != old:
-                self._k[new, :, self._start : self._end] = self._k[old, :, self._start : self._end]
-                self._v[new, :, self._start : self._end] = self._v[old, :, self._start : self._end]
+                k[new, :, self._start : self._end] = k[old, :, self._start : self._end]
+                v[new, :, self._start : self._end] = v[old, :, self._start : self._end]
         self._b = len(keep)
         self._sync()
 
     def drop_front(self, n: int) -> None:
         if not self._owned():
-            self._adopt(self.keys, self.values)
+            self._adopt(*self._live())
         self._start += n
         self._sync()
 
@@ -183,26 +212,28 @@ class GrowingLayer(DynamicLayer):
             self._end = min(self._end, self._start + length)
             self._sync()
         elif self.keys is not None and self.keys.shape[2] > length:
-            self.keys, self.values = self.keys[:, :, :length], self.values[:, :, :length]
+            keys, values = self._live()
+            self.keys, self.values = keys[:, :, :length], values[:, :, :length]
 
     def append_rows(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Rows of another cache join after these; the shorter side is left-padded with zeros (masked)."""
         if not self._owned():
-            self._adopt(self.keys, self.values)
+            self._adopt(*self._live())
         length, joining = self._end - self._start, keys.shape[2]
         width = max(length, joining)
         grow = width - length
-        if grow > self._start or self._b + keys.shape[0] > self._k.shape[0]:
-            self._adopt(self.keys, self.values, front=grow, rows=self._b + keys.shape[0])
+        if grow > self._start or self._b + keys.shape[0] > self._buffers()[0].shape[0]:
+            self._adopt(*self._live(), front=grow, rows=self._b + keys.shape[0])
+        k, v = self._buffers()
         if grow:
             self._start -= grow
-            self._k[: self._b, :, self._start : self._start + grow] = 0
-            self._v[: self._b, :, self._start : self._start + grow] = 0
+            k[: self._b, :, self._start : self._start + grow] = 0
+            v[: self._b, :, self._start : self._start + grow] = 0
         rows = slice(self._b, self._b + keys.shape[0])
-        self._k[rows, :, self._start : self._end - joining] = 0
-        self._v[rows, :, self._start : self._end - joining] = 0
-        self._k[rows, :, self._end - joining : self._end] = keys
-        self._v[rows, :, self._end - joining : self._end] = values
+        k[rows, :, self._start : self._end - joining] = 0
+        v[rows, :, self._start : self._end - joining] = 0
+        k[rows, :, self._end - joining : self._end] = keys
+        v[rows, :, self._end - joining : self._end] = values
         self._b += keys.shape[0]
         self._sync()
 
@@ -211,4 +242,5 @@ class GrowingCache(DynamicCache):
     """DynamicCache whose layers are GrowingLayers with room for `rows` rows (the engine's batch size)."""
 
     def __init__(self, rows: int = 1) -> None:
-        Cache.__init__(self, layer_class_to_replicate=lambda: GrowingLayer(rows))
+        # transformers only calls it to make each layer, so a factory serves as well as a class
+        Cache.__init__(self, layer_class_to_replicate=lambda: GrowingLayer(rows))  # type: ignore[arg-type]

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from app.engine.adapter_tensors import weight_of
+
 TOP_SINGULAR = 16
 ATTENTION_ROWS = {"q_proj": "q", "k_proj": "kv", "v_proj": "kv"}
 ATTENTION_COLS = {"o_proj"}
@@ -100,7 +102,8 @@ def _delta_and_factors(module, adapter_name: str) -> tuple[torch.Tensor, tuple |
             return None
         if _is_dora(module, adapter_name):
             return _dora_delta(module, adapter_name), None
-        delta = module.get_delta_weight(adapter_name).detach().float()
+        # every LoRA layer kind (Linear, Embedding, Conv) defines it; peft's LoraLayer base does not declare it
+        delta = module.get_delta_weight(adapter_name).detach().float()  # type: ignore[attr-defined]
         if adapter_name in emb_a:
             return delta, None  # embedding layout: rows are tokens
         return _layout(module, delta), _lora_factors(module, adapter_name)
@@ -108,11 +111,11 @@ def _delta_and_factors(module, adapter_name: str) -> tuple[torch.Tensor, tuple |
         if adapter_name not in module._available_adapters:
             return None
         delta = module.get_delta_weight(adapter_name).detach().float()
-        return _layout(module, delta.reshape(module.get_base_layer().weight.shape)), None
+        return _layout(module, delta.reshape(weight_of(module.get_base_layer()).shape)), None
     if isinstance(module, IA3Layer):
         if adapter_name not in module.ia3_l:
             return None
-        weight = module.get_base_layer().weight.detach().float()
+        weight = weight_of(module.get_base_layer()).detach().float()
         scale = module.ia3_l[adapter_name].detach().float()
         scale = scale.T if getattr(module, "fan_in_fan_out", False) else scale
         return _layout(module, weight * (scale - 1.0)), None

@@ -83,7 +83,7 @@ def materialize(source: ModelSource, cache_root: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     # transformers refuses to save a gguf-"quantized" model; the weights are already plain tensors.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # set by from_pretrained, not declared by transformers
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
@@ -130,6 +130,6 @@ def load_base_model(source: ModelSource, cache_root: Path, device: str, dtype_sp
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(
         folder, dtype=dtype, attn_implementation=pick_attention(attention, device)
-    ).to(device)
+    ).to(device)  # type: ignore[arg-type]  # transformers' wrapper around .to() hides nn.Module.to's signature
     model.eval()
     return model, tokenizer

@@ -263,7 +263,7 @@ class SessionResult:
                     "answer": a.text,
                     "label": a.tone.get("label"),
                     **{d: a.tone.get(d) for d in DIMENSIONS},
-                    "persona_distance": a.personas.get(self.persona, {}).get("distance"),
+                    "persona_distance": a.personas.get(self.persona, {}).get("distance") if self.persona else None,
                     "drift": d,
                 }
                 for a, d in zip(self.answers, self.drift, strict=True)

@@ -91,9 +91,8 @@ def summarize_stress(
     session_rows = [r for s in sessions for r in s]
     alerts = [sm.alert_counts([bool(r["alert"]) for r in s]) for s in sessions]
     turns = sum(a["turns"] for a in alerts)
-    worst = [sm.worst_window([r["distance"] for r in s], window) for s in sessions]
-    worst = [w for w in worst if w is not None]
-    worst_means = [w["mean"] for w in worst]
+    windows = [sm.worst_window([r["distance"] for r in s], window) for s in sessions]
+    worst_means = [w["mean"] for w in windows if w is not None]
 
     def leak(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return {d: sm.leakage([r[f"customer_{d}"] for r in rows], [r[d] for r in rows]) for d in LEAKAGE_DIMENSIONS}

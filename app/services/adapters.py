@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from app.backends.upstream import UpstreamBackend
 from app.engine.adapter_files import inspect_files
@@ -244,7 +244,15 @@ class GatewayAdapters:
             raise NotSupportedByBackend(str(exc)) from exc
 
 
-def _geometry(config: dict) -> dict[str, int | None]:
+class Geometry(TypedDict, total=False):
+    """profile_files' attention-geometry arguments."""
+
+    num_heads: int | None
+    num_kv_heads: int | None
+    head_dim: int | None
+
+
+def _geometry(config: dict) -> Geometry:
     """Attention geometry from the adapter's base model config, when that is a readable local folder."""
     import json
 

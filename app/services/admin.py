@@ -133,8 +133,9 @@ class AdminService:
         current = self.adapters.active()
         if name == (current or listing["base"]):
             raise Conflict(f"{name!r} is already the default: a canary is compared against the current default")
-        if self.canary.running:
-            raise Conflict(f"a canary of {self.canary.config.adapter!r} is running; DELETE it first")
+        running = self.canary.config if self.canary.running else None
+        if running is not None:
+            raise Conflict(f"a canary of {running.adapter!r} is running; DELETE it first")
         config = asdict(self.canary.new_config(name, current, body.persona, body))
         await self._share(lambda doc: doc.__setitem__("canary", config))
         return await self.canary.status()

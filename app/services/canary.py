@@ -138,7 +138,7 @@ class CanaryService:
             return None
         intended = self.intended_label()
         rule = config.rule
-        before: dict[str, str] = {}
+        before: dict[str, Any] = {}
 
         def step(state: dict | None) -> dict:
             prior = state or test.new_state()

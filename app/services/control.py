@@ -20,7 +20,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from app.metrics import Metrics
@@ -33,7 +33,7 @@ CAS_RETRIES = 20
 class ControlStore(Protocol):
     async def get_control(self) -> tuple[int, dict]: ...
     async def cas_control(self, expected: int, doc: dict) -> int: ...
-    def watch_control(self): ...
+    def watch_control(self) -> AsyncIterator[int] | None: ...
 
 
 class Applier(Protocol):

@@ -109,7 +109,10 @@ class ResponsesService:
                 "part": part,
             },
         )
-        text, finish, usage, extra = "", None, {}, {}
+        text = ""
+        finish: str | None = None
+        usage: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         try:
             async for chunk in chunks:
                 data = json.loads(chunk) if isinstance(chunk, bytes) else chunk

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.metrics import Metrics
-from app.services.canary import CanaryService
+from app.services.canary import Assignment, CanaryService
 from app.services.history import HistoryService, TurnInput
 from app.services.tone import ToneService
 
@@ -43,7 +43,7 @@ class GeneratedTurn:
     kind: str = "chat"
     score: bool = True  # False for cancelled / failed turns and tool-call-only answers
     tone_basis: str = "text"  # "json_string_values": a structured answer, judged on its string values
-    experiment: Any = None  # the canary assignment, when this session is part of a canary rollout
+    experiment: Assignment | None = None  # the canary assignment, when this session is part of a canary rollout
 
 
 class TurnRecorder:

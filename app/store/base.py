@@ -8,7 +8,7 @@ unambiguous); `delete_session` deletes owned state with the turns. Use `session_
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -126,6 +126,10 @@ class SessionStore(Protocol):
 
     async def cas_control(self, expected: int, doc: dict) -> int:
         """Replace the document if it is still at `expected`; return the new version, else raise VersionConflict."""
+
+    def watch_control(self) -> AsyncIterator[int] | None:
+        """The control document's versions as they are published (ends when the connection breaks), or None for a
+        store without a change feed (SQLite); the control plane polls either way."""
 
     async def close(self) -> None: ...
 

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from app.store.base import SessionStore, StoreUnavailable, Turn
@@ -116,7 +116,6 @@ class GuardedStore:
         # VersionConflict is an answer, not an outage: it passes through without tripping the breaker
         return await self._call("cas_control", lambda: self.inner.cas_control(expected, doc), self.timeout_s * 4)
 
-    def watch_control(self):
+    def watch_control(self) -> AsyncIterator[int] | None:
         """The inner store's change feed (Redis pub/sub), or None (SQLite: the control plane polls)."""
-        watch = getattr(self.inner, "watch_control", None)
-        return watch() if watch is not None else None
+        return self.inner.watch_control()

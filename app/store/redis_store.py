@@ -26,6 +26,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TypedDict, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -211,7 +212,7 @@ class RedisStore:
     async def delete_session(self, session_id: str) -> bool:
         index = self._sk(session_id, "stkeys")
         async with self._io("delete_session"):
-            owned = await self._r.smembers(index)
+            owned = cast("set[str]", await self._r.smembers(index))  # decode_responses: str, not bytes
             keys = [self._sk(session_id, w) for w in ("turns", "seq", "reqs")]
             keys += [index, self._state_key(session_id)] + [self._state_key(k) for k in owned]
             deleted = await self._delete(
@@ -278,13 +279,21 @@ class RedisStore:
             await self._r.aclose()
 
 
-def connect(url: str, *, socket_timeout: float, max_connections: int):
+class _ConnectionOptions(TypedDict):
+    socket_timeout: float
+    socket_connect_timeout: float
+    decode_responses: bool
+
+
+def connect(url: str, *, socket_timeout: float, max_connections: int) -> aioredis.Redis | RedisCluster:
     """A client for `url`: redis:// or rediss:// (one server), rediscluster://host:port[,host:port...] (a Redis
     Cluster, from its seed nodes), redis+sentinel://host:port[,host:port...]/<master name>[/db] (Sentinel)."""
     # Fail fast: two quick reconnect attempts (enough to get past connections a restarted server dropped), not
     # redis-py's default ten with up to 1 s backoff; the callers own the longer retries (circuit breaker, spill).
     retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=2)
-    common = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, "decode_responses": True}
+    common = _ConnectionOptions(
+        socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout, decode_responses=True
+    )
     scheme, _, rest = url.partition("://")
     if scheme == "rediscluster":
         seeds = (n.partition(":") for n in rest.split("/")[0].split(","))

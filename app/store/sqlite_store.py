@@ -198,6 +198,9 @@ class SQLiteStore:
 
         return await self._run("cas_control", lambda db: self._write(db, tx))
 
+    def watch_control(self) -> None:
+        return None  # no change feed: the control plane polls
+
     async def close(self) -> None:
         def shut() -> None:
             with self._lock:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from app.engine.adapter_tensors import weight_of
 from app.engine.profile import layer_index
 
 Q_ROWS = "q_proj"
@@ -126,8 +127,8 @@ def apply_head_mask(model, selection: HeadSelection, head_dim: int, adapter_name
         if not isinstance(module, LoraLayer) or adapter_name not in getattr(module, "lora_A", {}):
             continue
         leaf, layer = name.rsplit(".", 1)[-1], layer_index(name)
-        a = module.lora_A[adapter_name].weight
-        b = module.lora_B[adapter_name].weight
+        a = weight_of(module.lora_A[adapter_name])
+        b = weight_of(module.lora_B[adapter_name])
         allocated += a.numel() + b.numel()
         if layer not in selection.q_heads and layer not in selection.kv_heads:
             raise ValueError(f"{name}: layer {layer} has a LoRA module but no head selection")
@@ -161,12 +162,14 @@ def masked_leak(model, selection: HeadSelection, head_dim: int, adapter_name: st
             continue
         leaf, layer = name.rsplit(".", 1)[-1], layer_index(name)
         if leaf == O_COLS:
-            a = module.lora_A[adapter_name].weight.detach()
-            keep = _head_mask(a.shape[1], selection.q_heads.get(layer, []), head_dim).bool()
+            a = weight_of(module.lora_A[adapter_name]).detach()
+            heads = selection.q_heads.get(layer, []) if layer is not None else []
+            keep = _head_mask(a.shape[1], heads, head_dim).bool()
             worst = max(worst, float(a[:, ~keep].abs().max()) if (~keep).any() else 0.0)
         elif leaf == Q_ROWS or leaf in KV_ROWS:
-            b = module.lora_B[adapter_name].weight.detach()
-            heads = selection.q_heads.get(layer, []) if leaf == Q_ROWS else selection.kv_heads.get(layer, [])
+            b = weight_of(module.lora_B[adapter_name]).detach()
+            by_layer = selection.q_heads if leaf == Q_ROWS else selection.kv_heads
+            heads = by_layer.get(layer, []) if layer is not None else []
             keep = _head_mask(b.shape[0], heads, head_dim).bool()
             worst = max(worst, float(b[~keep].abs().max()) if (~keep).any() else 0.0)
     return worst

@@ -150,10 +150,11 @@ def peft_config(config: TrainConfig):
     common: dict[str, Any] = {"task_type": "CAUSAL_LM", "target_modules": list(config.target_modules)}
     if config.layers is not None:
         common["layers_to_transform"] = list(config.layers)
+    # the alpha arguments below: peft annotates them as int, but alpha is only a scale (alpha / r), and a float works
     if config.type in ("lora", "dora"):
         return LoraConfig(
             r=config.rank,
-            lora_alpha=config.alpha,
+            lora_alpha=config.alpha,  # type: ignore[arg-type]
             lora_dropout=config.dropout,
             use_dora=config.type == "dora",
             **common,
@@ -162,7 +163,7 @@ def peft_config(config: TrainConfig):
         return AdaLoraConfig(
             init_r=config.rank,
             target_r=max(1, config.rank // 2),
-            lora_alpha=config.alpha,
+            lora_alpha=config.alpha,  # type: ignore[arg-type]
             lora_dropout=config.dropout,
             total_step=config.steps,
             tinit=config.steps // 10,
@@ -170,8 +171,18 @@ def peft_config(config: TrainConfig):
             **common,
         )
     if config.type == "loha":
-        return LoHaConfig(r=config.rank, alpha=config.alpha, module_dropout=config.dropout, **common)
-    return LoKrConfig(r=config.rank, alpha=config.alpha, module_dropout=config.dropout, **common)
+        return LoHaConfig(
+            r=config.rank,
+            alpha=config.alpha,  # type: ignore[arg-type]
+            module_dropout=config.dropout,
+            **common,
+        )
+    return LoKrConfig(
+        r=config.rank,
+        alpha=config.alpha,  # type: ignore[arg-type]
+        module_dropout=config.dropout,
+        **common,
+    )
 
 
 def load_base(config: TrainConfig, device: str):
@@ -213,10 +224,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state()  # the legacy tuple: ("MT19937", keys, pos, has_gauss, cached_gaussian)
+    assert isinstance(numpy_state, tuple)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        "numpy": np.random.get_state()[1].tolist(),
+        "numpy": numpy_state[1].tolist(),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -319,7 +332,8 @@ def train_adapter(config: TrainConfig) -> Path:
         n_params = _mask_heads(model, config)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
-    start_step, losses = 0, []
+    start_step = 0
+    losses: list[float] = []
     if config.resume:
         restored = load_checkpoint(model, optimizer, config)
         if restored is not None:
@@ -407,6 +421,7 @@ def _mask_heads(model, config: TrainConfig) -> int:
     """Restrict LoRA to the selected heads (zeroed + gradient-masked elsewhere); returns the entries that train."""
     from app.training.head_mask import HeadSelection, apply_head_mask
 
+    assert config.head_mask is not None  # called only when a head selection is configured
     selection = HeadSelection.load(config.head_mask)
     if sorted(config.layers or []) != selection.layers:
         raise ValueError(f"layers must be the head selection's layers {selection.layers}, got {config.layers}")
