@@ -15,16 +15,18 @@ from app.api import adapters, chat, completions, health, personas, score, sessio
 from app.api.errors import install_error_handlers
 from app.api.middleware import ServiceMiddleware
 from app.api.openapi import install_openapi
+from app.backends.base import ChatBackend
 from app.backends.embedded import EmbeddedBackend
 from app.backends.upstream import UpstreamBackend, UpstreamClient
 from app.config import Settings
 from app.engine import head, quantize
 from app.engine.adapters import AdapterRegistry, read_manifest
+from app.engine.cpu import PlatformReport
 from app.engine.provision import load_base_model, pick_device, resolve_base_model
 from app.engine.worker import Engine
 from app.metrics import Metrics
 from app.scoring.scorer import ToneScorer
-from app.services.adapters import EmbeddedAdapters, GatewayAdapters
+from app.services.adapters import AdapterService, EmbeddedAdapters, GatewayAdapters
 from app.services.admin import AdminService, ReplicaApplier
 from app.services.canary import CanaryService
 from app.services.chat import ChatService
@@ -43,15 +45,18 @@ from app.system import one_torch_thread
 log = logging.getLogger("tonewatch")
 
 
-async def build_embedded(settings: Settings, metrics: Metrics, started_at: float):
-    """The local model on its worker thread, with the adapter registry; (backend, adapter service, notes)."""
+async def build_embedded(
+    settings: Settings, metrics: Metrics, started_at: float, platform: PlatformReport
+) -> tuple[ChatBackend, AdapterService, str, list[str]]:
+    """The local model on its worker thread, with the adapter registry; (backend, adapter service, notes). The
+    CPU-specific choices made on the way (measured at start-up) are recorded in `platform`."""
     source = resolve_base_model(settings.base_model, settings.served_model_name)
-    device = pick_device(settings.device)
+    device = platform.device
 
     def load():
         model, tokenizer = load_base_model(source, settings.model_cache_dir, device, settings.dtype, settings.attention)
-        model = quantize.apply(model, settings.quantize, device)
-        return head.apply(model, device, settings.reorder_head), tokenizer
+        model = quantize.apply(model, settings.quantize, device, platform.choices)
+        return head.apply(model, device, settings.reorder_head, platform.choices), tokenizer
 
     model, tokenizer = await asyncio.to_thread(load)
     engine = Engine(
@@ -67,6 +72,7 @@ async def build_embedded(settings: Settings, metrics: Metrics, started_at: float
         prefix_cache_mb=settings.prefix_cache_mb,
     )
     await asyncio.to_thread(engine.start)  # it times a few decode steps before it is ready
+    platform.choices.update(engine.choices)
     registry = AdapterRegistry(
         engine,
         metrics,
@@ -90,7 +96,7 @@ async def build_embedded(settings: Settings, metrics: Metrics, started_at: float
     return backend, EmbeddedAdapters(registry), source.name, notes
 
 
-async def build_upstream(settings: Settings, metrics: Metrics):
+async def build_upstream(settings: Settings, metrics: Metrics) -> tuple[ChatBackend, AdapterService, str, list[str]]:
     """Gateway mode: generation on an OpenAI-compatible upstream; no local LM is loaded (start-up in seconds)."""
     assert settings.upstream_url is not None
     key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
@@ -132,13 +138,22 @@ async def build_state(settings: Settings) -> AppState:
     )
     metrics = Metrics()
     started_at = time.time()
+    platform = PlatformReport.detect("cpu" if settings.gateway else pick_device(settings.device))
     if settings.gateway:
         backend, adapter_service, base_name, notes = await build_upstream(settings, metrics)
     else:
-        backend, adapter_service, base_name, notes = await build_embedded(settings, metrics, started_at)
+        backend, adapter_service, base_name, notes = await build_embedded(settings, metrics, started_at, platform)
+    scorer_device = platform.device if settings.scorer_device == "auto" else pick_device(settings.scorer_device)
     scorer = await asyncio.to_thread(
-        ToneScorer.load, metrics, settings.style_dir, settings.persona_dir, threads=settings.scorer_threads
+        ToneScorer.load,
+        metrics,
+        settings.style_dir,
+        settings.persona_dir,
+        device=scorer_device,
+        threads=settings.scorer_threads,
     )
+    platform.choices["scorer_device"] = scorer_device
+    log.info("platform: %s", platform.summary())
     store = GuardedStore(
         open_store(
             settings.redis_url, settings.db_path, max_turns=settings.history_max_turns, ttl_s=settings.history_ttl_s
@@ -204,6 +219,7 @@ async def build_state(settings: Settings) -> AppState:
         base_name=base_name,
         started_at=started_at,
         startup_notes=notes,
+        platform=platform,
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from app.backends.base import ChatBackend
 from app.config import Settings
+from app.engine.cpu import PlatformReport
 from app.metrics import Metrics
 from app.services.adapters import AdapterService
 from app.services.admin import AdminService
@@ -37,3 +38,4 @@ class AppState:
     base_name: str
     started_at: float
     startup_notes: list[str] = field(default_factory=list)  # e.g. adapters skipped at start-up, shown in /readyz
+    platform: PlatformReport | None = None  # the CPU and the choices measured for it, shown in /readyz

@@ -1,22 +1,43 @@
-"""Shared fixtures. The bundled model is real (loaded from the safetensors cache `make install` prepares);
-a tiny random Llama with the real tokenizer serves fast engine unit tests."""
+"""Shared fixtures and the tiers. The bundled model is real (loaded from the safetensors cache `make provision`
+prepares); a tiny random Llama with the real tokenizer serves fast engine unit tests.
+
+Tiers follow folders: every test is marked with its folder's name (unit, api, integration, ops, e2e), and `model`
+when it needs the converted bundled model (the `bundled`/`tiny` fixtures, an app or server process). The rest is
+the pure tier (`-m "not model"`), which runs before any model is converted."""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite runs several model processes at once on two cores (pytest workers, servers, peers). Two-thread OpenMP
+# teams in more than one of them make every team wait on descheduled threads (a decode step went from 0.19 s to
+# 5.9 s that way), so the app's engine and scorer run on one thread here, and so does each pytest worker. The
+# multi-threaded paths and the start-up probes that choose them are tested directly (tests/unit/test_threads.py).
+os.environ.setdefault("TONEWATCH_ENGINE_THREADS", "1")
+os.environ.setdefault("TONEWATCH_SCORER_THREADS", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: this worker and its child processes
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+TIERS = ("unit", "api", "integration", "ops", "e2e")
+MODEL_FIXTURES = {"bundled", "tiny"}
+MODEL_TIERS = {"api", "e2e"}  # every test there talks to an app or a server with the bundled model
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(tier)
+        if tier in MODEL_TIERS or MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("model")
 
 
 @pytest.fixture(scope="session")
@@ -54,155 +75,12 @@ def tiny(bundled):
     return model, tokenizer
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="session")
+def tiny64(tiny):
+    """The tiny model in float64, for tests that compare greedy texts across batch compositions: a random model's
+    top two logits are often within fp32 rounding of each other, and which way such a near-tie falls depends on the
+    CPU's kernels; float64 rounding is far below any gap they show."""
+    import copy
 
-
-class ServerProcess:
-    def __init__(self, env: dict[str, str], port: int):
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}"
-        (ROOT / ".pytest_cache").mkdir(exist_ok=True)
-        self.log = open(ROOT / f".pytest_cache/server-{port}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(self.base_url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError("server did not become ready")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
-def converted_model_dir() -> Path:
-    """The bundled SmolLM2 as a safetensors folder (what `make install` converted)."""
-    from app.config import Settings
-    from app.engine.provision import materialize, resolve_base_model
-
-    settings = Settings()
-    return materialize(resolve_base_model(settings.base_model), settings.model_cache_dir)
-
-
-class TransformersServe:
-    """A real OpenAI-compatible peer: `transformers serve --continuous-batching` on the bundled model."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.model = str(converted_model_dir())
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        (ROOT / ".pytest_cache").mkdir(exist_ok=True)
-        self.log = open(ROOT / f".pytest_cache/tfserve-{port}.log", "w")  # noqa: SIM115
-        exe = Path(sys.executable).with_name("transformers")
-        self.proc = subprocess.Popen(
-            [
-                str(exe),
-                "serve",
-                self.model,
-                "--continuous-batching",
-                "--device",
-                "cpu",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(self.base_url + "/models", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError("transformers serve did not become ready")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
-
-
-class Nginx:
-    """A real nginx (Debian package) on loopback, rendered from docker/nginx/tonewatch.conf, in front of replicas."""
-
-    def __init__(self, upstream_ports: list[int], workdir: Path):
-        import shutil
-
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "tmp").mkdir(exist_ok=True)
-        template = (ROOT / "docker" / "nginx" / "tonewatch.conf").read_text()
-        servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in upstream_ports)
-        conf = (
-            template.replace("${NGINX_PID}", str(workdir / "nginx.pid"))
-            .replace("${NGINX_TMP}", str(workdir / "tmp"))
-            .replace("${NGINX_UPSTREAMS}", servers)
-            .replace("${NGINX_LISTEN}", f"127.0.0.1:{self.port}")
-        )
-        (workdir / "nginx.conf").write_text(conf)
-        exe = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.log = open(workdir / "nginx.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [exe, "-c", str(workdir / "nginx.conf"), "-p", str(workdir), "-e", "stderr"],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.proc.returncode}; see {workdir / 'nginx.log'}")
-            try:
-                httpx.get(self.base_url + "/healthz", timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise TimeoutError("nginx did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+    model, tokenizer = tiny
+    return copy.deepcopy(model).double(), tokenizer

@@ -44,6 +44,8 @@ async def readyz(request: Request) -> JSONResponse:
     body["replica"] = state.settings.replica_name
     if state.startup_notes:
         body["notes"] = state.startup_notes
+    if state.platform is not None:
+        body["platform"] = state.platform.as_dict()  # the CPU and what start-up measured and chose for it
     return JSONResponse(body)
 
 

@@ -47,7 +47,7 @@ def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 def decode_step(model: torch.nn.Module, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
     """Logits [rows, vocab] for one new token per row; `cache` is updated as the model's forward would."""
-    inner = unwrap_model(model)
+    inner: Any = unwrap_model(model)  # a Llama-architecture model, walked by attribute name
     body = inner.model
     hidden = body.embed_tokens(input_ids)
     mask = create_causal_mask(

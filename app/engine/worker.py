@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import DynamicCache
@@ -33,7 +33,7 @@ from app.engine.plain import base_view
 from app.engine.prefix import PrefixCache
 from app.engine.sampling import Pick, RowSampler, SamplingParams, sample
 from app.engine.text import TextAssembler
-from app.engine.threads import wide_from
+from app.engine.threads import lean_decode_wins, wide_from
 from app.errors import Cancelled, EngineUnavailable, GenerationFailed, ModelNotFound, QueueFull, QueueTimeout
 from app.metrics import Metrics
 from app.system import usable_cores
@@ -201,7 +201,9 @@ class Engine:
     ):
         self.model = model
         self._base = base_view(model)  # the base weights without PEFT's wrappers, for base-only steps
-        self._fast_decode = fastpath.supports(model)  # decode steps skip transformers' per-call machinery
+        # decode steps skip transformers' per-call machinery where it can and, on a CPU, where it measures faster
+        self._fast_decode = fastpath.supports(model)
+        self.choices: dict[str, str] = {}  # what start-up measured and chose (shown in /readyz; app/engine/cpu.py)
         self.threads = threads  # torch threads of this worker's forwards (a per-thread setting); 0: auto
         self.tokenizer = tokenizer
         self.device = device
@@ -319,10 +321,7 @@ class Engine:
         torch.set_grad_enabled(False)
         self._cores = usable_cores()
         try:
-            if not self.threads:
-                self.wide_from = wide_from(
-                    self.model, device=self.device, cores=self._cores, pad_id=self.pad_id, default=AUTO_WIDE_ROWS
-                )
+            self._probe()
         finally:
             ready.set()
         self._set_threads(1)
@@ -331,6 +330,23 @@ class Engine:
             self._serve()
         finally:
             self._outbox.flush()
+
+    def _probe(self) -> None:
+        """Start-up measurements on this CPU: decode threads, then the lean forward on the threads a 1-row step
+        gets. Each keeps its safe default when it cannot measure."""
+        if not self.threads:
+            self.wide_from = wide_from(
+                self.model, device=self.device, cores=self._cores, pad_id=self.pad_id, default=AUTO_WIDE_ROWS
+            )
+            self.choices["decode_threads"] = f"{self._cores} from {self.wide_from} rows, else {max(1, self._cores - 1)}"
+        else:
+            self.choices["decode_threads"] = f"{self.threads} (TONEWATCH_ENGINE_THREADS)"
+        if self._fast_decode and self.device.startswith("cpu"):
+            one_row = self.threads or (self._cores if self.wide_from <= 1 else max(1, self._cores - 1))
+            self._fast_decode = lean_decode_wins(self.model, pad_id=self.pad_id, threads=one_row)
+            self.choices["lean_decode"] = "on (measured faster)" if self._fast_decode else "off (not faster here)"
+        else:
+            self.choices["lean_decode"] = "on" if self._fast_decode else "off (model not supported)"
 
     def _serve(self) -> None:
         while True:
@@ -554,6 +570,7 @@ class Engine:
         if lane.cache is None or not lane.rows:
             lane.cache, lane.mask = cache, mask
         else:
+            assert lane.mask is not None  # set together with the cache
             lane.cache, lane.mask = kv.merge(lane.cache, lane.mask, cache, mask)
 
     def _remember_prompts(self, rows, prompts, reused, tokens, cache: kv.GrowingCache, mask: torch.Tensor) -> None:
@@ -651,13 +668,14 @@ class Engine:
     def _decode(self, lane: _Lane) -> None:
         assert lane.cache is not None and lane.mask is not None
         rows = lane.rows
-        ids = torch.tensor([p.token for p in lane.next_tokens], dtype=torch.long, device=self.device).unsqueeze(1)
+        picks = cast("list[Pick]", lane.next_tokens)  # _accept removed the rows whose sampling failed
+        ids = torch.tensor([p.token for p in picks], dtype=torch.long, device=self.device).unsqueeze(1)
         position_ids = lane.mask.sum(-1, keepdim=True)
         mask = torch.cat([lane.mask, torch.ones((len(rows), 1), dtype=lane.mask.dtype, device=self.device)], 1)
         logits = self._forward(lane, rows, ids, mask, position_ids, lane.cache)
         tokens = sample(logits, [r.sampler for r in rows])
         lane.mask = mask
-        for row, pick in zip(rows, lane.next_tokens, strict=True):
+        for row, pick in zip(rows, picks, strict=True):
             row.fed.append(pick.token)
         self.metrics.batch_size.observe(len(rows))
         self.steps += 1
@@ -786,7 +804,7 @@ class Engine:
 
 def _kv_bytes_per_token(model: Any) -> int:
     """Bytes one prompt token's keys and values take over all layers (sizes the prefix cache from megabytes)."""
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)  # None or incomplete: AttributeError below
     config = getattr(config, "text_config", None) or config
     try:
         layers = int(config.num_hidden_layers)

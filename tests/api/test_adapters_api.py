@@ -9,12 +9,13 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from tests.unit.adapter_factory import (
+from tests.support.adapter_factory import (
     corrupt_safetensors,
     make_adapter,
     make_pickle_only,
     make_wrong_shape_adapter,
 )
+from tests.support.greedy import assert_same_greedy
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -91,14 +92,20 @@ def test_load_route_list_and_attribution(client):
     assert chat(client, "nope").status_code == 404
 
 
+def greedy_choice(client, model):
+    r = chat(client, model, logprobs=True, top_logprobs=2)
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]
+
+
 def test_mixed_batch_matches_solo_outputs(client):
     models = [BASE, "lora-a", "lora-b", "dora-c", "boot-lora"]
-    solo = {m: chat(client, m).json()["choices"][0]["message"]["content"] for m in models}
+    solo = {m: greedy_choice(client, m) for m in models}
     before = client.get("/metrics").text
-    results: dict[str, list[str]] = {m: [] for m in models}
+    results: dict[str, list[dict]] = {m: [] for m in models}
 
     def worker(m):
-        results[m].append(chat(client, m).json()["choices"][0]["message"]["content"])
+        results[m].append(greedy_choice(client, m))
 
     threads = [threading.Thread(target=worker, args=(m,)) for m in models * 2]
     for t in threads:
@@ -106,7 +113,9 @@ def test_mixed_batch_matches_solo_outputs(client):
     for t in threads:
         t.join()
     for m in models:
-        assert results[m] == [solo[m], solo[m]], m
+        assert len(results[m]) == 2, m
+        for choice in results[m]:
+            assert_same_greedy(solo[m], choice)
     # the requests really shared decode steps
     after = client.get("/metrics").text
     assert _batch_sum(after) - _batch_sum(before) > _batch_count(after) - _batch_count(before)
@@ -126,18 +135,20 @@ def test_non_lora_types_are_served_as_exact_lora(client):
         assert r.status_code == 200, r.text
         assert r.json()["type"] == kind and r.json()["served_as"] == "lora" and r.json()["mixable"] is True
         assert chat(client, name).json()["model"] == name  # (logit-level equivalence: test_adapter_convert.py)
-    results: dict[str, list[str]] = {m: [] for m in ("loha-d", "ada-e", "lora-a")}
+    results: dict[str, list[dict]] = {m: [] for m in ("loha-d", "ada-e", "lora-a")}
 
     def worker(m):
-        results[m].append(chat(client, m).json()["choices"][0]["message"]["content"])
+        results[m].append(greedy_choice(client, m))
 
-    solo_texts = {m: chat(client, m).json()["choices"][0]["message"]["content"] for m in results}
+    solo = {m: greedy_choice(client, m) for m in results}
     threads = [threading.Thread(target=worker, args=(m,)) for m in results]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert {m: v[0] for m, v in results.items()} == solo_texts
+    for m, choices in results.items():
+        assert len(choices) == 1
+        assert_same_greedy(solo[m], choices[0])
 
 
 def test_activate_swaps_default_and_guards_unload(client):

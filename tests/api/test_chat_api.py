@@ -82,6 +82,11 @@ def test_health_ready_and_metrics(client):
     assert client.get("/healthz").json() == {"status": "alive"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] in {"ready", "degraded"}
+    # the CPU it runs on and what start-up measured and chose for it
+    platform = ready.json()["platform"]
+    assert platform["device"] == "cpu" and platform["cpu"] and platform["torch_capability"]
+    assert set(platform["choices"]) >= {"output_head", "decode_threads", "lean_decode", "scorer_device"}
+    assert platform["choices"]["output_head"].startswith(("oneDNN-reordered from", "plain ("))
     client.post(URL, json={"messages": [msg()], "max_tokens": 2})
     text = client.get("/metrics").text
     for name in [

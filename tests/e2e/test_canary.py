@@ -4,6 +4,7 @@ bounded number of sessions, after which every new session is served by the defau
 survives a restart."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ QUESTIONS = [
     "Can I change my delivery address?",
 ]
 MAX_SESSIONS = 60
+WAVE = 6  # sessions in flight at once
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def env(tmp_path_factory):
 
 
 def start(env):
-    from tests.conftest import ServerProcess, free_port
+    from tests.support.servers import ServerProcess, free_port
 
     srv = ServerProcess(env, free_port())
     srv.wait_ready(120)
@@ -67,19 +69,26 @@ def test_a_worse_canary_is_rolled_back_and_its_state_survives_a_restart(env):
         assert httpx.post(url + "/admin/adapters/support-formal/canary", json=body, headers=AUTH).status_code == 409
         served = {"support-robotic": 0, "support-friendly": 0}
         pinned = None
-        for i in range(MAX_SESSIONS):
-            session = f"cust-{i}"
-            first = chat(url, session, QUESTIONS[i % len(QUESTIONS)])
-            served[first] += 1
-            if first == "support-robotic" and pinned is None:
-                pinned = session
-            # a session stays on its side
-            assert chat(url, session, QUESTIONS[(i + 1) % len(QUESTIONS)]) in (first, "support-friendly")
-            state = httpx.get(url + "/admin/adapters/support-robotic/canary", headers=AUTH).json()
-            if state["status"] != "running":
-                break
+
+        def session(i):
+            # two turns; a session stays on its side
+            name = f"cust-{i}"
+            first = chat(url, name, QUESTIONS[i % len(QUESTIONS)])
+            assert chat(url, name, QUESTIONS[(i + 1) % len(QUESTIONS)]) in (first, "support-friendly")
+            return name, first
+
+        # customers arrive WAVE at a time (as they would; it also lets their turns share decode steps)
+        with ThreadPoolExecutor(WAVE) as pool:
+            for wave in range(0, MAX_SESSIONS, WAVE):
+                for name, first in pool.map(session, range(wave, wave + WAVE)):
+                    served[first] += 1
+                    if first == "support-robotic" and pinned is None:
+                        pinned = name
+                state = httpx.get(url + "/admin/adapters/support-robotic/canary", headers=AUTH).json()
+                if state["status"] != "running":
+                    break
         assert state["status"] == "rolled_back", state["test"]
-        assert i < MAX_SESSIONS - 1 and served["support-robotic"] >= 1
+        assert wave < MAX_SESSIONS - WAVE and served["support-robotic"] >= 1
         assert any(v == "worse" for v in state["test"]["verdict"].values())
         # after the rollback nobody is sent to the canary, including its own sessions
         assert chat(url, pinned, "Thanks. Anything else?") == "support-friendly"

@@ -22,7 +22,7 @@ LIMIT = 256 * 1024
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from tests.conftest import ServerProcess, free_port
+    from tests.support.servers import ServerProcess, free_port
 
     tmp = tmp_path_factory.mktemp("edges")
     srv = ServerProcess(

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from tests.conftest import ServerProcess, free_port
+    from tests.support.servers import ServerProcess, free_port
 
     tmp = tmp_path_factory.mktemp("e2e")
     srv = ServerProcess(

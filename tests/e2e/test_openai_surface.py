@@ -50,7 +50,7 @@ class Order(BaseModel):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from tests.conftest import ServerProcess, free_port
+    from tests.support.servers import ServerProcess, free_port
 
     tmp = tmp_path_factory.mktemp("surface")
     srv = ServerProcess(
@@ -202,7 +202,7 @@ def test_logprobs_penalties_bias_and_no_op_fields(client):
 def _token_id(text: str) -> int:
     from transformers import AutoTokenizer
 
-    from tests.conftest import converted_model_dir
+    from tests.support.servers import converted_model_dir
 
     ids = AutoTokenizer.from_pretrained(converted_model_dir()).encode(text, add_special_tokens=False)
     return ids[0]

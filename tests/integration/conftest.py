@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -20,79 +19,10 @@ import redis
 from app.store.base import SessionStore
 from app.store.redis_store import RedisStore
 from app.store.sqlite_store import SQLiteStore
+from tests.support.redis_servers import RedisServer, answers
+from tests.support.servers import free_port
 
 TEST_DB = 13
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
-class RedisServer:
-    """A redis-server of our own on a fixed port: start/kill/stop/cont it to simulate outages."""
-
-    def __init__(self, port: int, workdir: Path, persistent: bool = True):
-        self.port = port
-        self.workdir = workdir
-        self.persistent = persistent
-        self.proc: subprocess.Popen | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 5.0) -> None:
-        # Persistence lets the history written before a crash survive the restart, as a production Redis would
-        # (AOF with fsync always: every acknowledged write is on disk). Without it the restart comes back empty.
-        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
-        cmd = [
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            *durability,
-            "--dir",
-            str(self.workdir),
-            "--logfile",
-            str(self.workdir / "redis.log"),
-        ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see {self.workdir}/redis.log")
-            if _answers(self.url):
-                return
-            time.sleep(0.02)
-        raise TimeoutError(f"redis-server on port {self.port} did not answer")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # in case it was paused
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        self.proc = None
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
 
 
 @pytest.fixture
@@ -120,7 +50,7 @@ def redis_server(tmp_path) -> Iterator[Callable[..., RedisServer]]:
 def redis_url() -> Iterator[str]:
     """The shared test Redis, db 13: $TONEWATCH_TEST_REDIS_URL, else 127.0.0.1:6379, else a redis-server we start."""
     url = os.environ.get("TONEWATCH_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{TEST_DB}")
-    if _answers(url):
+    if answers(url):
         yield url
         return
     if shutil.which("redis-server") is None:
@@ -230,7 +160,7 @@ class RedisClusterServers:
             )
         for port in self.ports:
             deadline = time.monotonic() + 10
-            while not _answers(f"redis://127.0.0.1:{port}/0"):
+            while not answers(f"redis://127.0.0.1:{port}/0"):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"cluster node {port} did not start")
                 time.sleep(0.05)

@@ -13,11 +13,11 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ServerProcess, free_port
 from tests.ops.promql import RULE_FILES, dashboard_queries, rule_expressions
-from tests.unit.adapter_factory import make_adapter
+from tests.support.adapter_factory import make_adapter
+from tests.support.servers import ServerProcess, free_port
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.model]
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # Healthy-run silence: these alerts watch for failures this run does not have.

@@ -334,7 +334,7 @@ async def test_redis_ttl_is_set_on_write(redis_url, redis_prefix):
 
 
 async def test_unreachable_store_raises_store_unavailable(tmp_path):
-    from tests.integration.conftest import free_port
+    from tests.support.servers import free_port
 
     store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.2)
     try:

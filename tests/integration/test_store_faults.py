@@ -9,7 +9,7 @@ from app.metrics import Metrics
 from app.store.base import Turn
 from app.store.redis_store import RedisStore
 from app.store.spill import ResilientHistory
-from tests.integration.conftest import free_port
+from tests.support.servers import free_port
 
 
 def turn(n: int, session_id: str = "sess-f") -> Turn:

@@ -8,7 +8,7 @@ import torch
 from app.engine.adapter_convert import convert_to_lora
 from app.engine.adapter_files import inspect_adapter
 from app.engine.adapter_paths import InvalidAdapterError
-from tests.unit.adapter_factory import make_adapter, tiny_llama
+from tests.support.adapter_factory import make_adapter, tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_adalora_with_a_module_pruned_to_rank_zero_converts(tmp_path, base):
     zero-sized tensors and an all-False rank pattern for it; the conversion must skip that module, not fail."""
     from peft import PeftModel
 
-    from tests.unit.adapter_factory import build_peft_model
+    from tests.support.adapter_factory import build_peft_model
 
     model = build_peft_model(base, kind="adalora", r=4, alpha=8, seed=6)
     config = model.peft_config["default"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from app.engine.profile import layer_index, profile_adapter
-from tests.unit.adapter_factory import KINDS, build_peft_model, tiny_llama
+from tests.support.adapter_factory import KINDS, build_peft_model, tiny_llama
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -150,7 +150,7 @@ def test_profile_from_files_equals_the_live_profile(base, tmp_path):
     from peft import PeftModel
 
     from app.engine.profile import profile_files
-    from tests.unit.adapter_factory import make_adapter
+    from tests.support.adapter_factory import make_adapter
 
     make_adapter(tmp_path / "a", base, kind="lora", r=4, alpha=8, seed=3, targets=ATTN)
     live = profile_adapter(PeftModel.from_pretrained(copy.deepcopy(base), str(tmp_path / "a")), "default")

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from app.engine.adapter_files import AdapterSpec, inspect_adapter
 from app.engine.adapter_paths import InvalidAdapterError, resolve_inside
-from tests.unit.adapter_factory import (
+from tests.support.adapter_factory import (
     KINDS,
     build_peft_model,
     corrupt_safetensors,

@@ -36,13 +36,29 @@ async def run(engine, prompt, params, delay=0.0, adapter=None):
             raise event.error
 
 
+async def run_choice(engine, prompt, n, delay=0.0, adapter=None):
+    """(DoneEvent, OpenAI-shaped choice with per-token top-2 logprobs) of a greedy request."""
+    await asyncio.sleep(delay)
+    params = SamplingParams(n, temperature=0, logprobs=True, top_logprobs=2)
+    handle = engine.submit(GenerationRequest(prompt, params, adapter))
+    entries = []
+    while True:
+        event = await handle.events.get()
+        if isinstance(event, TokenEvent):
+            entries.extend(event.logprobs or [])
+        elif isinstance(event, DoneEvent):
+            return event, {"message": {"content": event.text}, "logprobs": {"content": entries}}
+        else:
+            raise event.error
+
+
 def reference(model, prompt, n):
     out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, min_new_tokens=n, pad_token_id=0)
     return out[0, len(prompt) :].tolist()
 
 
-async def test_batched_greedy_equals_solo_generate(tiny):
-    model, tokenizer = tiny
+async def test_batched_greedy_equals_solo_generate(tiny64):
+    model, tokenizer = tiny64
     n = 12
     engine = make_engine(model, tokenizer, max_wait_ms=20)
     engine.eos_ids = {-1}  # random weights: let every row run to max_tokens
@@ -73,8 +89,8 @@ async def test_short_request_does_not_wait_for_long_one(tiny):
         engine.stop()
 
 
-async def test_seeded_sampling_is_independent_of_batch_neighbours(tiny):
-    model, tokenizer = tiny
+async def test_seeded_sampling_is_independent_of_batch_neighbours(tiny64):
+    model, tokenizer = tiny64
     params = SamplingParams(10, temperature=0.8, top_p=0.9, seed=42)
     engine = make_engine(model, tokenizer, max_wait_ms=30)
     engine.eos_ids = {-1}
@@ -90,13 +106,22 @@ async def test_seeded_sampling_is_independent_of_batch_neighbours(tiny):
     assert mixed[0].text == alone.text
 
 
+async def until(condition, timeout_s: float = 60.0) -> None:
+    """Wait for a state the engine reaches by itself; the timeout only catches a hang."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "engine never reached the expected state"
+        await asyncio.sleep(0.005)
+
+
 async def test_queue_full_raises_with_retry_after(tiny):
     model, tokenizer = tiny
     engine = make_engine(model, tokenizer, max_batch_size=1, max_queue=1)
     engine.eos_ids = {-1}
     try:
-        first = asyncio.ensure_future(run(engine, PROMPTS[0], SamplingParams(200, temperature=0)))
-        await asyncio.sleep(0.2)  # first is running; the queue is empty
+        # a row that runs until cancelled, however fast the CPU: it holds the only batch slot
+        first = asyncio.ensure_future(run(engine, PROMPTS[0], SamplingParams(100_000, temperature=0)))
+        await until(lambda: engine.active_rows == 1 and engine.queue_depth == 0)
         engine.submit(GenerationRequest(PROMPTS[1], SamplingParams(2, temperature=0)))
         with pytest.raises(QueueFull) as info:
             engine.submit(GenerationRequest(PROMPTS[2], SamplingParams(2, temperature=0)))
@@ -111,11 +136,14 @@ async def test_request_that_waited_too_long_gets_timeout(tiny):
     engine = make_engine(model, tokenizer, max_batch_size=1, request_timeout_s=0.05)
     engine.eos_ids = {-1}
     try:
-        blocker = asyncio.ensure_future(run(engine, PROMPTS[0], SamplingParams(150, temperature=0)))
-        await asyncio.sleep(0.05)
+        # the blocker never finishes by itself: the next request waits past its 50 ms on any CPU, then is admitted
+        handle = engine.submit(GenerationRequest(PROMPTS[0], SamplingParams(100_000, temperature=0)))
+        await handle.events.get()
+        waiting = asyncio.ensure_future(run(engine, PROMPTS[1], SamplingParams(2, temperature=0)))
+        await asyncio.sleep(0.1)
+        handle.cancel()
         with pytest.raises(QueueTimeout):
-            await run(engine, PROMPTS[1], SamplingParams(2, temperature=0))
-        await blocker
+            await waiting
     finally:
         engine.stop()
 

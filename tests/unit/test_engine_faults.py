@@ -54,8 +54,8 @@ async def collect(handle, timeout=20.0):
 
 
 @pytest.fixture
-def faulty(tiny):
-    model, tokenizer = tiny
+def faulty(tiny64):
+    model, tokenizer = tiny64  # float64: batched greedy texts are compared with solo runs (tests/conftest.py)
     wrapped = FaultyModel(model)
     engine = Engine(wrapped, tokenizer, device="cpu", metrics=Metrics(), max_wait_ms=50)
     engine.eos_ids = {-1}
@@ -135,16 +135,33 @@ async def test_every_request_gets_exactly_one_terminal_event_under_random_faults
     assert isinstance(after[-1], DoneEvent) and all(isinstance(e, TokenEvent) for e in after[:-1])
 
 
+class PacedModel(torch.nn.Module):
+    """The tiny model with a floor on each forward's time, so a request's duration has a floor on any CPU."""
+
+    def __init__(self, inner, floor_s: float):
+        super().__init__()
+        self.inner, self.floor_s = inner, floor_s
+        self.generation_config = inner.generation_config
+        self.config = inner.config
+
+    def forward(self, **kwargs):
+        import time
+
+        time.sleep(self.floor_s)
+        return self.inner(**kwargs)
+
+
 async def test_retry_after_follows_the_drain_rate(tiny):
     """Retry-After is the time the queue ahead takes to drain at the recent completion rate, not a constant."""
     import time
 
     model, tokenizer = tiny
-    engine = Engine(model, tokenizer, device="cpu", metrics=Metrics(), max_batch_size=1, max_queue=50)
+    paced = PacedModel(model, floor_s=0.002)  # >= 0.3 s a request: the queue below drains in > 13 s on any CPU
+    engine = Engine(paced, tokenizer, device="cpu", metrics=Metrics(), max_batch_size=1, max_queue=50)
     engine.eos_ids = {-1}
     engine.start()
     try:
-        # a queue deep enough that draining it takes well over the 1 s floor however fast the engine gets
+        # a queue deep enough that draining it takes well over Retry-After's 1 s floor
         handles = [engine.submit(GenerationRequest(PROMPTS[0], SamplingParams(150, temperature=0))) for _ in range(48)]
         stamps = []
         for h in handles[:4]:

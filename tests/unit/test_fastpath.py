@@ -10,7 +10,7 @@ from peft import PeftModel
 
 from app.engine import fastpath, head
 from app.engine.kv import GrowingCache
-from tests.unit.adapter_factory import make_adapter, tiny_llama
+from tests.support.adapter_factory import make_adapter, tiny_llama
 
 
 def _both(model, prompt_rows, steps=4, pad=3):
@@ -62,7 +62,9 @@ def test_lora_adapter_and_reordered_head_bitwise(tmp_path):
     base = tiny_llama()
     make_adapter(tmp_path / "a", base, kind="lora", seed=7, targets=("q_proj", "v_proj", "down_proj"))
     make_adapter(tmp_path / "b", base, kind="dora", seed=8, modules_to_save=["lm_head"])
-    model = PeftModel.from_pretrained(head.apply(copy.deepcopy(base), "cpu"), tmp_path / "a", adapter_name="a")
+    model = PeftModel.from_pretrained(
+        head.apply(copy.deepcopy(base), "cpu", measure=False), tmp_path / "a", adapter_name="a"
+    )
     model.load_adapter(tmp_path / "b", adapter_name="b")
     model.eval()
     assert fastpath.supports(model)

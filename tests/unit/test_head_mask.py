@@ -7,7 +7,7 @@ from peft import LoraConfig, get_peft_model
 
 from app.engine.profile import profile_adapter
 from app.training.head_mask import HeadSelection, apply_head_mask, masked_leak, select_heads
-from tests.unit.adapter_factory import tiny_llama
+from tests.support.adapter_factory import tiny_llama
 
 HEAD_DIM = 16  # tiny_llama: hidden 64, 4 heads, 2 KV heads
 

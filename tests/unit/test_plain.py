@@ -12,8 +12,9 @@ from app.engine.adapters import AdapterRegistry
 from app.engine.plain import base_view
 from app.engine.worker import Engine
 from app.metrics import Metrics
-from tests.unit.adapter_factory import make_adapter, tiny_llama
-from tests.unit.engine_driver import greedy_text
+from tests.support.adapter_factory import make_adapter, tiny_llama
+from tests.support.engine_driver import greedy_choice
+from tests.support.greedy import TINY_MARGIN, assert_same_greedy
 
 
 def _names(model):
@@ -54,17 +55,21 @@ async def test_base_rows_with_adapters_installed_equal_the_bare_model(tmp_path, 
     registry = AdapterRegistry(engine, Metrics(), tmp_path, "base")
     prompts = [[1, 20, 33, 90], [1, 77, 88, 99, 100]]
     try:
-        bare = [await greedy_text(engine, p, None) for p in prompts]
+        bare = [await greedy_choice(engine, p, None) for p in prompts]
         await registry.load("lora-a", "lora-a")
         live_tree = _names(engine.model)
-        adapted = await greedy_text(engine, prompts[0], "lora-a")
-        assert adapted != bare[0]
-        together = await asyncio.gather(*[greedy_text(engine, p, None) for p in prompts])
-        assert together == bare
+        adapted = await greedy_choice(engine, prompts[0], "lora-a")
+        assert adapted["message"] != bare[0]["message"]
+        together = await asyncio.gather(*[greedy_choice(engine, p, None) for p in prompts])
+        for alone, batched in zip(bare, together, strict=True):
+            assert_same_greedy(alone, batched, TINY_MARGIN)
         # base rows beside adapter rows (a mixed step) and after them: still the bare model, adapter still applied
-        mixed = await asyncio.gather(greedy_text(engine, prompts[0], "lora-a"), greedy_text(engine, prompts[1], None))
-        assert mixed == [adapted, bare[1]]
-        assert await greedy_text(engine, prompts[0], "lora-a") == adapted
+        mixed = await asyncio.gather(
+            greedy_choice(engine, prompts[0], "lora-a"), greedy_choice(engine, prompts[1], None)
+        )
+        assert_same_greedy(adapted, mixed[0], TINY_MARGIN)
+        assert_same_greedy(bare[1], mixed[1], TINY_MARGIN)
+        assert_same_greedy(adapted, await greedy_choice(engine, prompts[0], "lora-a"), TINY_MARGIN)
         assert _names(engine.model) == live_tree  # off-worker readers never see the tree change
     finally:
         registry.close()

@@ -6,7 +6,8 @@ import torch
 
 from app.engine.prefix import PrefixCache
 from app.engine.sampling import SamplingParams
-from tests.unit.test_engine import make_engine, reference, run
+from tests.support.greedy import assert_same_greedy, reference_choice
+from tests.unit.test_engine import make_engine, run, run_choice
 
 
 def kv_of(n: int, fill: float = 0.0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -80,16 +81,14 @@ async def test_reused_prefixes_leave_greedy_outputs_unchanged(bundled):
     engine = make_engine(model, tokenizer, max_wait_ms=5, prefix_cache_mb=16)
     engine.eos_ids = {-1}
     try:
-        first = await run(engine, prompts[0], SamplingParams(n, temperature=0))  # fills the cache
+        first = await run_choice(engine, prompts[0], n)  # fills the cache
         # staggered: some rows reuse, some do not, some join a running batch
-        rest = await asyncio.gather(
-            *[run(engine, p, SamplingParams(n, temperature=0), delay=0.03 * i) for i, p in enumerate(prompts[1:])]
-        )
+        rest = await asyncio.gather(*[run_choice(engine, p, n, delay=0.03 * i) for i, p in enumerate(prompts[1:])])
         reused = engine.metrics.prefix_reused_tokens.labels("base")._value.get()
     finally:
         engine.stop()
-    for prompt, result in zip(prompts, [first, *rest], strict=True):
-        assert result.text == tokenizer.decode(reference(model, prompt, n), skip_special_tokens=True)
+    for prompt, (result, choice) in zip(prompts, [first, *rest], strict=True):
+        assert_same_greedy(reference_choice(model, tokenizer, prompt, n), choice)
         assert result.prompt_tokens == len(prompt)
     shared = len(chat(tokenizer, system, "")) - 8  # the system turn and the user turn's opening
     assert reused >= 4 * shared  # the four later rows with this system prompt read it from the cache
@@ -103,17 +102,16 @@ async def test_a_sessions_next_turn_reuses_the_previous_prompt_and_reply(bundled
     prompt1 = tokenizer.apply_chat_template(first, add_generation_prompt=True, tokenize=True)["input_ids"]
     engine = make_engine(model, tokenizer, max_wait_ms=0, prefix_cache_mb=16)
     try:
-        turn1 = await run(engine, prompt1, SamplingParams(n, temperature=0))
+        turn1, _ = await run_choice(engine, prompt1, n)
         second = [*first, {"role": "assistant", "content": turn1.text}, {"role": "user", "content": "Thanks!"}]
         prompt2 = tokenizer.apply_chat_template(second, add_generation_prompt=True, tokenize=True)["input_ids"]
         before = engine.metrics.prefix_reused_tokens.labels("base")._value.get()
-        turn2 = await run(engine, prompt2, SamplingParams(n, temperature=0))
+        turn2, choice2 = await run_choice(engine, prompt2, n)
         reused = engine.metrics.prefix_reused_tokens.labels("base")._value.get() - before
     finally:
         engine.stop()
     assert reused >= len(prompt1) + turn1.completion_tokens // 2  # the reply's tokens came from the cache too
-    expected = reference(model, prompt2, turn2.completion_tokens)
-    assert turn2.text == tokenizer.decode(expected, skip_special_tokens=True)
+    assert_same_greedy(reference_choice(model, tokenizer, prompt2, turn2.completion_tokens), choice2)
 
 
 async def test_admin_work_on_the_worker_drops_held_prefixes(tiny):

@@ -70,7 +70,9 @@ async def test_bulk_calls_are_chunked_and_do_not_block_small_ones(scorer):
         finished.append("bulk")
 
     async def small():
-        await asyncio.sleep(0.05)  # arrives after the bulk call was queued
+        calls = FaultyEmbedder.calls
+        while FaultyEmbedder.calls == calls:  # arrives once the bulk call's first chunk is being encoded
+            await asyncio.sleep(0.001)
         await scorer.score(["Thanks, that helps!"])
         finished.append("small")
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from app.engine.adapter_files import inspect_adapter
 from app.training.data import IGNORE_INDEX, batch_indices, build_examples, encode_example, load_exchanges
 from app.training.train_adapter import TrainConfig, build_parser, config_from_args, lr_at, main, train_adapter
-from tests.unit.adapter_factory import tiny_llama
+from tests.support.adapter_factory import tiny_llama
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = [ROOT / "data/support/exchanges_1.jsonl", ROOT / "data/support/exchanges_2.jsonl"]
