@@ -133,7 +133,8 @@ def test_a_session_deleted_right_after_an_outage_stays_deleted(redis_server, tmp
 @pytest.mark.slow
 def test_a_hung_redis_costs_requests_nothing(redis_server, tmp_path):
     server = redis_server(persistent=True)
-    with TestClient(create_app(settings_for(server.url, tmp_path))) as client:
+    # the production budget (the suite's default is looser, tests/conftest.py): a hung call is cut off at 0.25 s
+    with TestClient(create_app(settings_for(server.url, tmp_path, store_timeout_s=0.25))) as client:
         for i in range(len(SCRIPT)):
             post_turn(client, "calm-2", i)
         for i in range(3):
