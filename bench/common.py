@@ -74,8 +74,16 @@ async def closed_loop(url: str, concurrency: int, requests_per_client: int, body
     }
 
 
+def machine() -> dict:
+    """The CPU a result came from (figures differ between machines of one kind: Xeon with AVX-512, EPYC with AVX2)."""
+    from app.engine.cpu import PlatformReport
+
+    report = PlatformReport.detect("cpu")
+    return {"cpu": report.cpu, "torch_capability": report.torch_capability, "features": report.features}
+
+
 def write(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
     return path
