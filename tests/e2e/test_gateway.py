@@ -218,8 +218,10 @@ def test_upstream_dying_mid_stream(tmp_path):
         assert events[-1] == "[DONE]"
         error = json.loads(events[-2])
         assert error["error"]["code"] in {"upstream_unavailable", "upstream_timeout"}
-        time.sleep(1.0)
-        turns = httpx.get(srv.base_url + "/v1/sessions/gw-dies", headers=AUTH).json()["turns"]
+        deadline = time.monotonic() + 30  # the failed turn is recorded after the stream ends
+        while not (turns := httpx.get(srv.base_url + "/v1/sessions/gw-dies", headers=AUTH).json().get("turns")):
+            assert time.monotonic() < deadline, "the failed turn was never recorded"
+            time.sleep(0.2)
         assert len(turns) == 1 and turns[0]["finish_reason"] == "error" and turns[0]["delivered"] is False
         assert httpx.get(srv.base_url + "/healthz").status_code == 200  # nothing crashed
         after = httpx.post(srv.base_url + "/v1/chat/completions", json={"messages": QUESTION}, timeout=10)
