@@ -19,13 +19,9 @@ from app.backends.base import ChatBackend
 from app.backends.embedded import EmbeddedBackend
 from app.backends.upstream import UpstreamBackend, UpstreamClient
 from app.config import Settings
-from app.engine import head, quantize
-from app.engine.adapters import AdapterRegistry, read_manifest
+from app.engine.adapters import read_manifest
 from app.engine.cpu import PlatformReport
-from app.engine.provision import load_base_model, pick_device, resolve_base_model
-from app.engine.worker import Engine
 from app.metrics import Metrics
-from app.scoring.scorer import ToneScorer
 from app.services.adapters import AdapterService, EmbeddedAdapters, GatewayAdapters
 from app.services.admin import AdminService, ReplicaApplier
 from app.services.canary import CanaryService
@@ -36,6 +32,7 @@ from app.services.responses import ResponsesService
 from app.services.session_drift import SessionDrift
 from app.services.tone import ToneService
 from app.services.turns import TurnRecorder
+from app.stack import build_model_stack, load_scorer, platform_for
 from app.state import AppState
 from app.store.base import open_store
 from app.store.guard import GuardedStore
@@ -48,52 +45,20 @@ log = logging.getLogger("tonewatch")
 async def build_embedded(
     settings: Settings, metrics: Metrics, started_at: float, platform: PlatformReport
 ) -> tuple[ChatBackend, AdapterService, str, list[str]]:
-    """The local model on its worker thread, with the adapter registry; (backend, adapter service, notes). The
-    CPU-specific choices made on the way (measured at start-up) are recorded in `platform`."""
-    source = resolve_base_model(settings.base_model, settings.served_model_name)
-    device = platform.device
-
-    def load():
-        model, tokenizer = load_base_model(source, settings.model_cache_dir, device, settings.dtype, settings.attention)
-        model = quantize.apply(model, settings.quantize, device, platform.choices)
-        return head.apply(model, device, settings.reorder_head, platform.choices), tokenizer
-
-    model, tokenizer = await asyncio.to_thread(load)
-    engine = Engine(
-        model,
-        tokenizer,
-        device=device,
-        metrics=metrics,
-        max_batch_size=settings.max_batch_size,
-        max_wait_ms=settings.max_wait_ms,
-        max_queue=settings.max_queue,
-        request_timeout_s=settings.request_timeout_s,
-        threads=settings.engine_threads,
-        prefix_cache_mb=settings.prefix_cache_mb,
-    )
-    await asyncio.to_thread(engine.start)  # it times a few decode steps before it is ready
-    platform.choices.update(engine.choices)
-    registry = AdapterRegistry(
-        engine,
-        metrics,
-        settings.adapter_root,
-        source.name,
-        max_rank=settings.max_adapter_rank,
-        max_bytes=int(settings.max_adapter_mb * 2**20),
-        unload_timeout_s=settings.adapter_unload_timeout_s,
-    )
+    """The local model on its worker thread, with the adapter registry (app.stack, shared with `tonewatch eval`);
+    (backend, adapter service, base name, notes)."""
+    stack = await build_model_stack(settings, metrics, platform)
     notes: list[str] = []  # adapters are loaded by the control plane (seeded from the local manifest)
     backend = EmbeddedBackend(
-        engine,
-        tokenizer,
-        registry,
-        base_name=source.name,
+        stack.engine,
+        stack.tokenizer,
+        stack.registry,
+        base_name=stack.source.name,
         max_new_tokens=settings.max_new_tokens,
         max_prompt_tokens=settings.max_prompt_tokens,
         started_at=started_at,
     )
-    log.info("serving %s on %s (quantize=%s)", source.name, device, settings.quantize)
-    return backend, EmbeddedAdapters(registry), source.name, notes
+    return backend, EmbeddedAdapters(stack.registry), stack.source.name, notes
 
 
 async def build_upstream(settings: Settings, metrics: Metrics) -> tuple[ChatBackend, AdapterService, str, list[str]]:
@@ -138,21 +103,12 @@ async def build_state(settings: Settings) -> AppState:
     )
     metrics = Metrics()
     started_at = time.time()
-    platform = PlatformReport.detect("cpu" if settings.gateway else pick_device(settings.device))
+    platform = platform_for(settings)
     if settings.gateway:
         backend, adapter_service, base_name, notes = await build_upstream(settings, metrics)
     else:
         backend, adapter_service, base_name, notes = await build_embedded(settings, metrics, started_at, platform)
-    scorer_device = platform.device if settings.scorer_device == "auto" else pick_device(settings.scorer_device)
-    scorer = await asyncio.to_thread(
-        ToneScorer.load,
-        metrics,
-        settings.style_dir,
-        settings.persona_dir,
-        device=scorer_device,
-        threads=settings.scorer_threads,
-    )
-    platform.choices["scorer_device"] = scorer_device
+    scorer = await load_scorer(settings, metrics, platform)
     log.info("platform: %s", platform.summary())
     store = GuardedStore(
         open_store(
