@@ -13,25 +13,25 @@ Deletion: `delete_session` drops the session's spilled turns under the replay lo
 tombstone, so turns produced before the deletion (here or on another replica) are never replayed into it.
 
 The file holds every spilled turn not yet replayed: it is truncated when the spill drains, compacted when it grows
-past twice the bound, and reloaded (then replayed) by the next instance after a crash. One instance per spill
-file: with several worker processes give each its own path.
+past twice the bound, and reloaded (then replayed) by the next instance after a crash. Its writes run on a thread of
+their own (app/store/spill_file.py): nothing here waits on the disk. One instance per spill file: with several
+worker processes give each its own path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import random
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from app.store.base import REFUSED, SessionDeleted, SessionStore, StoreUnavailable, Turn
+from app.store.spill_file import SpillFile
 
 log = logging.getLogger("tonewatch.store.spill")
 
@@ -52,6 +52,7 @@ class ResilientHistory:
         retry_max_s: float = 5.0,
         apply_state: StateApplier | None = None,
         store_closed: asyncio.Event | None = None,
+        spill_file: SpillFile | None = None,
     ):
         if max_spill < 1:
             raise ValueError("max_spill must be >= 1")
@@ -71,7 +72,8 @@ class ResilientHistory:
         self._lock = asyncio.Lock()  # the replay of one turn and a session deletion never interleave
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._file: IO[str] | None = None
+        # the crash-recovery copy on disk, written off the event loop; None: memory only
+        self._spill_file = spill_file or (SpillFile(self.spill_path) if self.spill_path is not None else None)
         self._file_lines = 0
         self._loaded = False
         self._degraded = False
@@ -115,8 +117,11 @@ class ResilientHistory:
 
     # lifecycle
     async def start(self) -> None:
-        """Reload a spill file left by an earlier process and start the replay task."""
-        self._ensure_loaded()
+        """Reload a spill file left by an earlier process (read off the loop) and start the replay task."""
+        if not self._loaded:
+            loaded = await asyncio.to_thread(self._spill_file.read) if self._spill_file is not None else []
+            if not self._loaded:
+                self._take_loaded(loaded)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._replay_loop(), name="history-spill-replay")
         if self._queue:
@@ -132,7 +137,8 @@ class ResilientHistory:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
-        self._close_file()
+        if self._spill_file is not None:
+            await asyncio.to_thread(self._spill_file.close)
 
     async def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until the spill is empty (the replay task must be running); True if it drained in time."""
@@ -143,6 +149,12 @@ class ResilientHistory:
             self._wake.set()
             await asyncio.sleep(0.02)
         return True
+
+    async def file_written(self, timeout_s: float = 5.0) -> bool:
+        """Wait (off the loop) until the spill file holds every turn spilled so far; True unless timed out."""
+        if self._spill_file is None:
+            return True
+        return await asyncio.to_thread(self._spill_file.wait_written, timeout_s)
 
     # the write path
     async def record(self, turn: Turn) -> None:
@@ -259,25 +271,12 @@ class ResilientHistory:
 
     # spill file
     def _ensure_loaded(self) -> None:
-        if self._loaded:
-            return
+        """Load the file now if start() has not (reads the disk: only for an instance used before start())."""
+        if not self._loaded:
+            self._take_loaded(self._spill_file.read() if self._spill_file is not None else [])
+
+    def _take_loaded(self, loaded: list[Turn]) -> None:
         self._loaded = True
-        if self.spill_path is None:
-            return
-        loaded: list[Turn] = []
-        try:
-            with open(self.spill_path, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        loaded.append(Turn.from_dict(json.loads(line)))
-                    except (ValueError, TypeError) as exc:  # a torn last line after a crash
-                        log.warning("skipping unreadable line %d of %s: %s", n, self.spill_path, exc)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.error("cannot read history spill %s: %s", self.spill_path, exc)
         if loaded:
             log.warning("reloaded %d spilled turns from %s; replaying them", len(loaded), self.spill_path)
         # Loaded turns are older than anything recorded by this instance: put them first.
@@ -292,50 +291,21 @@ class ResilientHistory:
         self._rewrite_file()
         self._gauge()
 
-    def _open(self, mode: str) -> None:
-        assert self.spill_path is not None
-        self.spill_path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.spill_path, mode, encoding="utf-8")  # noqa: SIM115 (kept open)
-
     def _append_line(self, turn: Turn) -> None:
-        if self.spill_path is None:
+        if self._spill_file is None:
             return
-        try:
-            if self._file is None:
-                self._open("a")
-            assert self._file is not None
-            self._file.write(turn.to_json() + "\n")
-            self._file.flush()
-            self._file_lines += 1
-        except (OSError, TypeError, ValueError) as exc:
-            log.error("cannot write history spill %s: %s (turn kept in memory only)", self.spill_path, exc)
+        if self._spill_file.stale:  # the disk fell behind and skipped lines: write the whole spill again
+            self._rewrite_file()
+            return
+        self._spill_file.append(turn)
+        self._file_lines += 1
 
     def _rewrite_file(self) -> None:
-        """Make the file hold exactly the queue (empty when drained)."""
-        if self.spill_path is None:
+        """Make the file hold exactly the queue (empty when drained); the snapshot is taken now."""
+        if self._spill_file is None:
             return
-        self._close_file()
-        try:
-            if not self._queue:
-                if self.spill_path.exists():
-                    self._open("w")
-                self._file_lines = 0
-                return
-            tmp = self.spill_path.with_name(self.spill_path.name + ".tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
-                for turn in self._queue:
-                    f.write(turn.to_json() + "\n")
-            os.replace(tmp, self.spill_path)
-            self._file_lines = len(self._queue)
-            self._open("a")
-        except (OSError, TypeError, ValueError) as exc:
-            log.error("cannot rewrite history spill %s: %s", self.spill_path, exc)
-
-    def _close_file(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.close()
-            self._file = None
+        self._spill_file.rewrite(self._queue)
+        self._file_lines = len(self._queue)
 
     # replay
     async def _replay_loop(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from app.metrics import Metrics
 from app.store.base import Turn
@@ -67,6 +68,7 @@ async def test_kill_and_restart_replays_everything_in_order(redis_server, tmp_pa
             await history.record(turn(n))  # must not raise
         assert history.degraded
         assert history.spilled == 15
+        assert await history.file_written()  # the file is written off the event loop
         assert [d["request_id"] for d in spill_lines(spill)] == [f"req-{n:04d}" for n in range(11, 26)]
         assert sample(metrics, "tonewatch_history_spilled_turns") == 15
         assert sample(metrics, "tonewatch_history_write_errors_total") == 15
@@ -78,6 +80,7 @@ async def test_kill_and_restart_replays_everything_in_order(redis_server, tmp_pa
 
         await assert_history(store, list(range(1, 31)))
         assert not history.degraded
+        assert await history.file_written()  # the file is written off the event loop
         assert spill_lines(spill) == []
         assert sample(metrics, "tonewatch_history_spilled_turns") == 0
         assert sample(metrics, "tonewatch_history_write_seconds_count") >= 30
@@ -154,6 +157,7 @@ async def test_spill_file_is_reloaded_and_replayed_by_a_new_instance(redis_serve
         assert await second.flush(10)
         await assert_history(store, [1, 2, 3, 4, 5])
         assert second.replayed == 5
+        assert await second.file_written()  # the file is written off the event loop
         assert spill_lines(spill) == []
         await second.record(turn(6))
         await assert_history(store, [1, 2, 3, 4, 5, 6])
@@ -179,6 +183,7 @@ async def test_spill_is_bounded_oldest_dropped_and_counted(redis_server, tmp_pat
         assert history.dropped == 7
         assert sample(metrics, "tonewatch_history_dropped_turns_total") == 7
         assert sample(metrics, "tonewatch_history_spilled_turns") == 5
+        assert await history.file_written()  # the file is written off the event loop
         assert len(spill_lines(spill)) <= 10  # the file is compacted too
         assert [d["request_id"] for d in spill_lines(spill)][-5:] == [f"req-{n:04d}" for n in range(10, 15)]
 
@@ -204,3 +209,72 @@ async def test_reload_applies_the_bound(redis_server, tmp_path):
     finally:
         await history.stop()
         await store.close()
+
+
+class SlowDisk:
+    """open() for a disk that takes `delay_s` per write (a full page cache, a network volume that lags)."""
+
+    def __init__(self, delay_s: float):
+        self.delay_s = delay_s
+        self.writes = 0
+
+    def __call__(self, path, mode="r", **kw):
+        real = open(path, mode, **kw)  # noqa: SIM115 (returned to the caller)
+        disk = self
+
+        class Slow:
+            def write(self, text):
+                time.sleep(disk.delay_s)
+                disk.writes += 1
+                return real.write(text)
+
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                real.close()
+
+            def __iter__(self):
+                return iter(real)
+
+        return Slow()
+
+
+async def test_a_slow_disk_does_not_delay_the_event_loop(tmp_path):
+    """Turns spilled while the store is down go to a disk that takes 0.5 s a write: the event loop, which serves
+    every other request, never waits for it (before, each spilled turn blocked it for the write)."""
+    from app.store.spill_file import SpillFile
+
+    disk = SlowDisk(0.5)
+    dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.2)
+    spill = tmp_path / "spill.jsonl"
+    history = fast_history(dead, spill, spill_file=SpillFile(spill, opener=disk))
+    await history.start()
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker():  # what every other request on this loop would feel
+        while not stop.is_set():
+            t0 = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - t0 - 0.01)
+
+    tick = asyncio.create_task(ticker())
+    try:
+        for n in range(1, 7):
+            await history.record(turn(n))
+        assert history.spilled == 6
+        assert await history.file_written(timeout_s=60)
+        stop.set()
+        await tick
+        assert disk.writes >= 6  # the writes really were slow, and all happened
+        # a blocking write would stall the loop for its whole 0.5 s; this bound only fails if one did
+        assert max(lags) < disk.delay_s, max(lags)
+        assert [d["request_id"] for d in spill_lines(spill)] == [f"req-{n:04d}" for n in range(1, 7)]
+    finally:
+        stop.set()
+        await history.stop()
+        await dead.close()
