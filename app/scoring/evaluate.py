@@ -22,6 +22,7 @@ from app.scoring.labels import DIMENSIONS, LABELS
 from app.scoring.lexicons import words
 from app.scoring.model import StyleHead
 from app.scoring.normalize import normalize
+from app.scoring.statistics import set_hash_fraction, spearman
 
 HOLDOUT = 0.2
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
@@ -55,9 +56,7 @@ def length_scores(texts: list[str]) -> np.ndarray:
 
 
 def _spearman(a, b) -> float:
-    from app.scoring.train import spearman
-
-    return spearman(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    return spearman(a, b)
 
 
 def _truth(rows: list[dict], idx) -> np.ndarray:
@@ -108,8 +107,6 @@ def _mean_folds(folds: list[dict]) -> dict:
 
 
 def in_register(rows, features, embeddings, seed: int, fit: Callable) -> dict:
-    from app.scoring.train import set_hash_fraction
-
     held = np.array([set_hash_fraction(r["set"], seed) < HOLDOUT for r in rows])
     train_idx = np.where(~held)[0]
     test = held & np.array([not r.get("augmented") for r in rows])

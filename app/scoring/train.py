@@ -57,18 +57,6 @@ def load_corpus(folder: Path) -> list[dict]:
     return rows
 
 
-def set_hash_fraction(key: str, seed: int) -> float:
-    return hashlib.sha256(f"{seed}:{key}".encode()).digest()[0] / 256.0
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    if np.std(a) == 0 or np.std(b) == 0:
-        return 0.0
-    return float(spearmanr(a, b).statistic)
-
-
 def tone_subspace(embeddings: np.ndarray, sets: list[str], k: int) -> np.ndarray:
     """Directions along which the same message varies when only its tone changes (within-set deviations)."""
     groups: dict[str, list[int]] = {}
@@ -169,7 +157,7 @@ def corpus_inputs(settings: Settings, seed: int, embedder=None) -> tuple[list[di
 
 
 def train(seed: int = 13, settings: Settings | None = None, embedder=None, card: bool = True) -> dict:
-    from app.scoring import evaluate
+    from app.scoring import evaluate  # evaluate needs nothing from here: no cycle
 
     settings = settings or Settings()
     np.random.seed(seed)
