@@ -34,7 +34,7 @@ from app.services.tone import ToneService
 from app.services.turns import TurnRecorder
 from app.stack import build_model_stack, load_scorer, platform_for
 from app.state import AppState
-from app.store.base import open_store
+from app.store.factory import open_store
 from app.store.guard import GuardedStore
 from app.store.spill import ResilientHistory
 from app.system import one_torch_thread

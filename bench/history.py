@@ -19,7 +19,8 @@ async def measure(kind: str, tmp: Path, n: int = 400) -> dict:
     from app.scoring.personas import load_shipped
     from app.services.history import HistoryService, TurnInput
     from app.services.session_drift import SessionDrift
-    from app.store.base import Turn, open_store
+    from app.store.base import Turn
+    from app.store.factory import open_store
     from app.store.guard import GuardedStore
     from app.store.spill import ResilientHistory
 

@@ -20,7 +20,7 @@ from typing import Any
 from app.metrics import Metrics
 from app.monitor import canary as test
 from app.scoring.personas import Persona
-from app.store.base import SessionStore, StoreUnavailable, session_state_key
+from app.store.base import StateStore, StoreUnavailable, session_state_key
 
 log = logging.getLogger("tonewatch.canary")
 RUNNING = "running"
@@ -68,7 +68,7 @@ def arm_for(canary_id: str, session_id: str, share: float) -> str:
 
 
 class CanaryService:
-    def __init__(self, store: SessionStore, metrics: Metrics, personas: dict[str, Persona]):
+    def __init__(self, store: StateStore, metrics: Metrics, personas: dict[str, Persona]):
         self.store = store
         self.metrics = metrics
         self.personas = personas  # the scorer's live persona table

@@ -20,20 +20,14 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from app.metrics import Metrics
-from app.store.base import StoreUnavailable, VersionConflict
+from app.store.base import ControlStore, StoreUnavailable, VersionConflict
 
 log = logging.getLogger("tonewatch.control")
 CAS_RETRIES = 20
-
-
-class ControlStore(Protocol):
-    async def get_control(self) -> tuple[int, dict]: ...
-    async def cas_control(self, expected: int, doc: dict) -> int: ...
-    def watch_control(self) -> AsyncIterator[int] | None: ...
 
 
 class Applier(Protocol):

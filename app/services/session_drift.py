@@ -19,7 +19,7 @@ from typing import Any
 
 from app.monitor import drift
 from app.scoring.personas import Persona
-from app.store.base import SessionDeleted, SessionStore, StoreUnavailable, Turn, session_state_key
+from app.store.base import SessionDeleted, StateStore, StoreUnavailable, Turn, session_state_key
 
 LOCAL_STATE_LIMIT = 10_000
 APPLIED_MEMORY = 32  # request ids remembered in a session's state, so a replayed update is applied once
@@ -36,7 +36,7 @@ def observation_of(tone: dict[str, Any]) -> drift.Observation:
 
 class SessionDrift:
     def __init__(
-        self, store: SessionStore, personas: Callable[[str], Persona | None], params: drift.DriftParams | None = None
+        self, store: StateStore, personas: Callable[[str], Persona | None], params: drift.DriftParams | None = None
     ):
         self.store = store
         self.personas = personas  # name -> Persona (None once deleted), to rebuild baselines on replay

@@ -1,4 +1,5 @@
-"""Session-history storage: the Turn record, the SessionStore protocol both backends implement, and open_store.
+"""Session-history storage: the Turn record and the store contracts, one protocol per concern (TurnStore, StateStore,
+ControlStore; SessionStore is all three, what both backends implement). The factory is app/store/factory.py.
 
 State keys and sessions: `update_state(key, ...)` takes any key, but a state key is *owned* by a session when it
 equals the session id or starts with ``session_id + "/"`` (``/`` is outside the session-id charset, so ownership is
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 STATE_SEP = "/"
@@ -92,10 +92,16 @@ def state_owner(key: str) -> str:
     return key.split(STATE_SEP, 1)[0]
 
 
-@runtime_checkable
-class SessionStore(Protocol):
+class _Lifecycle(Protocol):
     async def ping(self) -> None:
         """Raise StoreUnavailable if the store does not answer."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class TurnStore(_Lifecycle, Protocol):
+    """Per-session history: the turns, in order, exactly once."""
 
     async def append(self, turn: Turn) -> int:
         """Store `turn` (its `seq` is ignored) and return the seq assigned to it (1-based, per session).
@@ -112,6 +118,11 @@ class SessionStore(Protocol):
         """Delete the session's turns, counters and owned state, and leave a tombstone (deletion time) so that
         turns produced before the deletion and replayed later are refused; True if the session had turns."""
 
+
+@runtime_checkable
+class StateStore(_Lifecycle, Protocol):
+    """Small JSON documents updated atomically: the drift detectors' state, the canary's statistics."""
+
     async def update_state(
         self, key: str, fn: Callable[[dict | None], dict], *, created_after: float | None = None
     ) -> dict:
@@ -120,6 +131,11 @@ class SessionStore(Protocol):
         owning session was deleted at or after that time."""
 
     async def get_state(self, key: str) -> dict | None: ...
+
+
+@runtime_checkable
+class ControlStore(_Lifecycle, Protocol):
+    """The shared control document (personas, adapter manifest, default adapter), versioned for compare-and-set."""
 
     async def get_control(self) -> tuple[int, dict]:
         """(version, document) of the shared control plane: personas, adapter manifest, default; (0, {}) if none."""
@@ -131,18 +147,8 @@ class SessionStore(Protocol):
         """The control document's versions as they are published (ends when the connection breaks), or None for a
         store without a change feed (SQLite); the control plane polls either way."""
 
-    async def close(self) -> None: ...
 
-
-def open_store(redis_url: str | None, db_path: Path, **kw: Any) -> SessionStore:
-    """RedisStore when `redis_url` is set, else SQLiteStore at `db_path`. Keyword arguments a backend does not take
-    (e.g. `ttl_s` for SQLite) are ignored for that backend."""
-    if redis_url:
-        from app.store.redis_store import RedisStore
-
-        allowed = {"prefix", "max_turns", "ttl_s", "socket_timeout", "max_connections"}
-        return RedisStore(redis_url, **{k: v for k, v in kw.items() if k in allowed})
-    from app.store.sqlite_store import SQLiteStore
-
-    allowed = {"max_turns", "busy_timeout_s"}
-    return SQLiteStore(Path(db_path), **{k: v for k, v in kw.items() if k in allowed})
+@runtime_checkable
+class SessionStore(TurnStore, StateStore, ControlStore, Protocol):
+    """All three concerns: what the Redis and SQLite stores (and the circuit breaker in front of them) implement.
+    Collaborators should ask for the narrowest protocol they use."""

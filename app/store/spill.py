@@ -1,6 +1,6 @@
 """ResilientHistory: nothing lost when the store blinks or hangs.
 
-`record(turn)` writes through to the (guarded) SessionStore. When the store is unavailable (StoreUnavailable, a
+`record(turn)` writes through to the (guarded) TurnStore. When the store is unavailable (StoreUnavailable, a
 timeout, or the circuit breaker open), the turn goes to a bounded local spill: an in-memory deque mirrored to an
 append-only JSONL file. A background task waits for the store to come back and replays the spill oldest first.
 
@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from app.store.base import REFUSED, SessionDeleted, SessionStore, StoreUnavailable, Turn
+from app.store.base import REFUSED, SessionDeleted, StoreUnavailable, Turn, TurnStore
 from app.store.spill_file import SpillFile
 
 log = logging.getLogger("tonewatch.store.spill")
@@ -42,7 +42,7 @@ StateApplier = Callable[[Turn], Awaitable[Turn]]
 class ResilientHistory:
     def __init__(
         self,
-        store: SessionStore,
+        store: TurnStore,
         spill_path: Path | str | None,
         *,
         max_spill: int = 10_000,

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from app.store.base import SessionStore, StoreUnavailable, Turn, open_store, session_state_key
+from app.store.base import SessionStore, StoreUnavailable, Turn, session_state_key
+from app.store.factory import open_store
 from app.store.redis_store import RedisStore
 from app.store.sqlite_store import SQLiteStore
 
