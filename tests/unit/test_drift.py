@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 
 from app.monitor import drift
+from app.monitor.calibration import calibrate_limits, calibrate_threshold
 from app.monitor.drift import (
     Baseline,
     DriftParams,
     Observation,
-    calibrate_limits,
-    calibrate_threshold,
     standardized_statistic,
     thresholds,
     update,
