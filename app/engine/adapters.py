@@ -19,7 +19,7 @@ from typing import Any
 
 from app.engine.adapter_convert import convert_to_lora
 from app.engine.adapter_files import AdapterSpec, inspect_adapter
-from app.engine.adapter_paths import InvalidAdapterError, names_adapter, validate_name
+from app.engine.adapter_paths import InvalidAdapterError, validate_name
 from app.engine.profile import profile_adapter
 from app.engine.worker import Engine
 from app.errors import Conflict, InvalidAdapter, ModelNotFound, NotFound
@@ -147,7 +147,7 @@ class AdapterRegistry:
                             served, conversion = await self._admin(
                                 convert_to_lora, spec, self.engine.model, Path(tmp), self.max_rank
                             )
-                        trainable = await asyncio.wrap_future(self.engine.call(lambda: self._install(served)))
+                        trainable = await asyncio.wrap_future(self.engine.install_adapter(served))
             except InvalidAdapterError as exc:
                 self.metrics.adapter_loads.labels(name, "error").inc()
                 raise InvalidAdapter(str(exc), param="path") from exc
@@ -164,40 +164,6 @@ class AdapterRegistry:
         if activate:
             await self.activate(name)
         return record
-
-    def _install(self, spec: AdapterSpec) -> int:
-        """Worker thread. Returns the adapter's parameter count; rolls back on any failure."""
-        from peft import PeftConfig, PeftModel, set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        config = PeftConfig.from_pretrained(str(spec.path))
-        config.inference_mode = True
-        weights = load_file(str(spec.weights), device=str(self.engine.device))
-        model = self.engine.model
-        fresh = not isinstance(model, PeftModel)
-        try:
-            if fresh:
-                model = PeftModel(model, config, adapter_name=spec.name)
-            else:
-                model.add_adapter(spec.name, config)
-            result = set_peft_model_state_dict(model, weights, adapter_name=spec.name)
-            missing = [k for k in getattr(result, "missing_keys", []) if names_adapter(k, spec.name)]
-            if missing:
-                raise InvalidAdapterError(f"adapter weights are missing {len(missing)} tensors, e.g. {missing[0]}")
-            model.eval()
-        except Exception:
-            if fresh:
-                if isinstance(model, PeftModel):
-                    self.engine.model = model.unload()  # strips injected layers, returns the untouched base
-            elif spec.name in model.peft_config:
-                model.delete_adapter(spec.name)
-            raise
-        self.engine.model = model
-        self.engine.peft_active = True
-        self.engine.adapters_present.add(spec.name)
-        if not spec.mixable:
-            self.engine.unmixable.add(spec.name)
-        return sum(t.numel() for t in weights.values())
 
     # ---- activate / unload ----------------------------------------------------------------------------------
     async def activate(self, name: str | None) -> None:
@@ -231,21 +197,11 @@ class AdapterRegistry:
                 record.unloading = False
                 raise Conflict(f"adapter {name!r} still has requests in flight after {self.unload_timeout_s:.0f}s")
             async with self._model_lock:
-                await asyncio.wrap_future(self.engine.call(lambda: self._remove(name)))
+                await asyncio.wrap_future(self.engine.remove_adapter(name))
             del self.adapters[name]
         self.metrics.adapters_loaded.set(len(self.adapters))
         self.metrics.active_adapter.remove(name)
         log.info("unloaded adapter %s", name)
-
-    def _remove(self, name: str) -> None:
-        model = self.engine.model
-        self.engine.adapters_present.discard(name)
-        self.engine.unmixable.discard(name)
-        if len(model.peft_config) <= 1:
-            self.engine.model = model.unload()  # last adapter: back to the plain base model
-            self.engine.peft_active = False
-        else:
-            model.delete_adapter(name)
 
     # ---- profile ----------------------------------------------------------------------------------------------
     async def profile(self, name: str) -> dict:

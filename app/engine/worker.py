@@ -28,7 +28,8 @@ from typing import Any, cast
 import torch
 from transformers import DynamicCache
 
-from app.engine import fastpath, kv
+from app.engine import fastpath, kv, peft_install
+from app.engine.adapter_files import AdapterSpec
 from app.engine.plain import base_view
 from app.engine.prefix import PrefixCache
 from app.engine.sampling import Pick, RowSampler, SamplingParams, sample
@@ -214,7 +215,7 @@ class Engine:
         self.request_timeout_s = request_timeout_s
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
-        # adapters PEFT cannot run inside a mixed batch; set by the adapter registry on the worker thread
+        # adapters PEFT cannot run inside a mixed batch (changed only by install/remove_adapter, on this thread)
         self.unmixable: set[str] = set()
         self.adapters_present: set[str] = set()  # installed in the model; changed only on this thread
         self.peft_active = False
@@ -306,6 +307,30 @@ class Engine:
             self._control.append((fn, future))
             self._cv.notify_all()
         return future
+
+    # ---- adapters: the model and its routing state change only on the worker thread --------------------------
+    def install_adapter(self, spec: AdapterSpec) -> concurrent.futures.Future:
+        """Add a validated adapter to the model between decode steps; the future holds its parameter count. On
+        failure the model is as it was and the future holds the error."""
+        return self.call(lambda: self._install_adapter(spec))
+
+    def remove_adapter(self, name: str) -> concurrent.futures.Future:
+        """Remove an adapter (no request may be using it) between decode steps; the last one's removal restores the
+        plain base model."""
+        return self.call(lambda: self._remove_adapter(name))
+
+    def _install_adapter(self, spec: AdapterSpec) -> int:
+        self.model, count = peft_install.install(self.model, spec, self.device)
+        self.peft_active = True
+        self.adapters_present.add(spec.name)
+        if not spec.mixable:
+            self.unmixable.add(spec.name)
+        return count
+
+    def _remove_adapter(self, name: str) -> None:
+        self.adapters_present.discard(name)
+        self.unmixable.discard(name)
+        self.model, self.peft_active = peft_install.remove(self.model, name)
 
     def rows_for_adapter(self, adapter: str) -> int:
         """Queued plus running requests for an adapter (read from any thread; a snapshot)."""
