@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.engine.events import DoneEvent, GenerationRequest
 from app.engine.sampling import SamplingParams
-from app.engine.worker import DoneEvent, GenerationRequest
 
 
 async def greedy_text(engine, prompt: list[int], adapter: str | None = None, n: int = 10) -> str:

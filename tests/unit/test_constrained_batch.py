@@ -8,8 +8,9 @@ import json
 import torch
 
 from app.engine.constraints import Grammars, json_schema_grammar, required_call_grammar
+from app.engine.events import DoneEvent, GenerationRequest, TokenEvent
 from app.engine.sampling import SamplingParams
-from app.engine.worker import DoneEvent, Engine, GenerationRequest, TokenEvent
+from app.engine.worker import Engine
 from app.metrics import Metrics
 
 PROMPTS = [[1, 520, 33, 90], [1, 77, 88, 99, 100, 101], [1, 5, 9]]

@@ -7,8 +7,9 @@ import time
 import pytest
 import torch
 
+from app.engine.events import DoneEvent, GenerationRequest, TokenEvent
 from app.engine.sampling import SamplingParams
-from app.engine.worker import DoneEvent, Engine, GenerationRequest, TokenEvent
+from app.engine.worker import Engine
 from app.errors import QueueFull, QueueTimeout
 from app.metrics import Metrics
 

@@ -7,8 +7,9 @@ import random
 import pytest
 import torch
 
+from app.engine.events import DoneEvent, ErrorEvent, GenerationRequest, TokenEvent
 from app.engine.sampling import SamplingParams
-from app.engine.worker import DoneEvent, Engine, ErrorEvent, GenerationRequest, TokenEvent
+from app.engine.worker import Engine
 from app.errors import GenerationFailed
 from app.metrics import Metrics
 
