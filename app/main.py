@@ -125,7 +125,7 @@ async def build_state(settings: Settings) -> AppState:
         max_spill=settings.max_spill,
         metrics=metrics,
         apply_state=sessions.apply_pending,
-        store_closed=store.closed,
+        store_reachable=store.reachable,
     )
     await spill.start()
     history = HistoryService(

@@ -31,7 +31,11 @@ async def measure(kind: str, tmp: Path, n: int = 400) -> dict:
     )
     sessions = SessionDrift(store, personas=lambda name: None)
     spill = ResilientHistory(
-        store, tmp / f"{kind}.spill", metrics=metrics, apply_state=sessions.apply_pending, store_closed=store.closed
+        store,
+        tmp / f"{kind}.spill",
+        metrics=metrics,
+        apply_state=sessions.apply_pending,
+        store_reachable=store.reachable,
     )
     await spill.start()
     service = HistoryService(store, spill, sessions, metrics)

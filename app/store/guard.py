@@ -5,8 +5,8 @@ its socket timeout. Here every call waits at most `timeout_s`; the first failure
 while it is open calls fail at once with StoreUnavailable (callers spill turns locally and keep serving). A
 background probe pings the store every `probe_interval_s` and closes the breaker when it answers again.
 
-Same protocol as the store it wraps, so callers do not know it is there. `closed` is an asyncio.Event the spill's
-replay waits on.
+Same protocol as the store it wraps, so callers do not know it is there. `reachable` (set while the breaker is
+closed) is an asyncio.Event the spill's replay waits on.
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ class GuardedStore:
         self.timeout_s = timeout_s
         self.probe_interval_s = probe_interval_s
         self.metrics = metrics
-        self.closed = asyncio.Event()
-        self.closed.set()
+        self.reachable = asyncio.Event()
+        self.reachable.set()
         self.opened_at: float | None = None
         self.last_error: str | None = None
         self._probe: asyncio.Task | None = None
 
     @property
     def is_open(self) -> bool:
-        return not self.closed.is_set()
+        return not self.reachable.is_set()
 
     async def _call(self, what: str, make: Callable[[], Awaitable[T]], timeout_s: float | None = None) -> T:
         if self.is_open:
@@ -54,7 +54,7 @@ class GuardedStore:
     def _trip(self, what: str, exc: BaseException) -> None:
         if self.is_open:
             return
-        self.closed.clear()
+        self.reachable.clear()
         self.opened_at = time.monotonic()
         self.last_error = f"{what}: {type(exc).__name__}"
         log.warning("session store unavailable (%s: %r); serving from the local spill until it answers", what, exc)
@@ -71,7 +71,7 @@ class GuardedStore:
                 await asyncio.wait_for(self.inner.ping(), self.timeout_s * 4)
             except Exception:
                 continue
-            self.closed.set()
+            self.reachable.set()
             down = time.monotonic() - (self.opened_at or time.monotonic())
             log.info("session store answering again after %.1fs", down)
             if self.metrics is not None:

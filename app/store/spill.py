@@ -51,7 +51,7 @@ class ResilientHistory:
         retry_min_s: float = 0.05,
         retry_max_s: float = 5.0,
         apply_state: StateApplier | None = None,
-        store_closed: asyncio.Event | None = None,
+        store_reachable: asyncio.Event | None = None,
         spill_file: SpillFile | None = None,
     ):
         if max_spill < 1:
@@ -66,7 +66,7 @@ class ResilientHistory:
         # applies a spilled turn's pending drift update in the store, returning the turn with its final drift
         self.apply_state = apply_state
         # set while the store is believed reachable (the circuit breaker's event); replay waits for it
-        self.store_closed = store_closed
+        self.store_reachable = store_reachable
         self._queue: deque[Turn] = deque()
         self._by_session: Counter[str] = Counter()
         self._lock = asyncio.Lock()  # the replay of one turn and a session deletion never interleave
@@ -225,7 +225,7 @@ class ResilientHistory:
             m.set(len(self._queue))
 
     def _store_down(self) -> bool:
-        return self.store_closed is not None and not self.store_closed.is_set()
+        return self.store_reachable is not None and not self.store_reachable.is_set()
 
     def _count_discarded(self, n: int) -> None:
         self._discarded += n
@@ -327,8 +327,8 @@ class ResilientHistory:
             # a turn was just spilled because the store failed: give it a moment before retrying
             await asyncio.sleep(self.retry_min_s)
             return delay
-        if self.store_closed is not None and not self.store_closed.is_set():
-            await self.store_closed.wait()  # the breaker's probe says when the store answers again
+        if self.store_reachable is not None and not self.store_reachable.is_set():
+            await self.store_reachable.wait()  # the breaker's probe says when the store answers again
         async with self._lock:
             if not self._queue:
                 return delay
