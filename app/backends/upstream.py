@@ -185,6 +185,20 @@ class UpstreamBackend:
     def base_name(self) -> str:
         return self.client.name
 
+    # ---- what the gateway's admin API drives ------------------------------------------------------------------
+    def route_default(self, model: str | None) -> None:
+        """Send requests that name no model (or "default") to `model`; None: the upstream's own default."""
+        self.active = model
+
+    async def load_lora_adapter(self, name: str, path: str) -> None:
+        """vLLM's dynamic LoRA loading; raises UpstreamRejected with the upstream's answer when it refuses."""
+        await self.client.post_json("load_lora_adapter", {"lora_name": name, "lora_path": path})
+        self.forget_models()
+
+    async def unload_lora_adapter(self, name: str) -> None:
+        await self.client.post_json("unload_lora_adapter", {"lora_name": name})
+        self.forget_models()
+
     # ---- models -----------------------------------------------------------------------------------------------
     async def list_models(self) -> list[dict[str, Any]]:
         """The upstream's models, cached briefly; a stale list is served while the upstream blinks."""

@@ -128,7 +128,7 @@ class GatewayAdapters:
         return None
 
     async def sync(self, wanted: dict[str, str], default: str | None) -> dict[str, str]:
-        self.backend.active = default  # routing is shared; the upstream owns its adapters
+        self.backend.route_default(default)  # routing is shared; the upstream owns its adapters
         return {}
 
     async def _is_vllm(self) -> bool:
@@ -182,11 +182,10 @@ class GatewayAdapters:
         lora_path = str(Path(self.upstream_root) / relative) if self.upstream_root else str(spec.path)
         async with self._lock:
             try:
-                await self.backend.client.post_json("load_lora_adapter", {"lora_name": name, "lora_path": lora_path})
+                await self.backend.load_lora_adapter(name, lora_path)
             except UpstreamRejected as exc:
                 raise InvalidAdapter(f"the upstream refused the adapter: {exc.message}", param="path") from exc
             self._paths[name] = spec.path
-            self.backend.forget_models()
         if activate:
             await self.activate(name)
         return {
@@ -210,7 +209,7 @@ class GatewayAdapters:
         if name not in ids:
             raise NotFound(f"model {name!r} is not served by the upstream", param="name")
         roots = [m["id"] for m in await self.backend.list_models() if not m.get("parent")]
-        self.backend.active = None if roots and name == roots[0] else name
+        self.backend.route_default(None if roots and name == roots[0] else name)
         return await self.listing()
 
     async def unload(self, name: str) -> None:
@@ -219,7 +218,7 @@ class GatewayAdapters:
             raise Conflict(f"adapter {name!r} is the active default; activate another model first")
         async with self._lock:
             try:
-                await self.backend.client.post_json("unload_lora_adapter", {"lora_name": name})
+                await self.backend.unload_lora_adapter(name)
             except UpstreamRejected as exc:
                 if exc.status == 404:
                     raise NotFound(f"adapter {name!r} is not loaded in the upstream", param="name") from exc

@@ -173,7 +173,7 @@ def test_adapter_admin_explains_itself_on_a_plain_upstream(gateway, upstream):
     assert listing["base"] == upstream.model
 
 
-def test_refused_upstream_is_502_within_a_second_and_not_ready(tmp_path):
+def test_refused_upstream_is_502_and_not_ready(tmp_path):
     from tests.support.servers import free_port
 
     srv = gateway_process(tmp_path, f"http://127.0.0.1:{free_port()}/v1")  # nothing listens there
@@ -284,6 +284,58 @@ def test_tool_call_only_answers_are_recorded_without_a_tone(tmp_path):
         assert any(c.choices and c.choices[0].delta.tool_calls for c in stream)
         turns = httpx.get(srv.base_url + "/v1/sessions/gw-tools", headers=AUTH).json()["turns"]
         assert len(turns) == 2 and all(t["tone"] == {} and t["finish_reason"] == "tool_calls" for t in turns)
+    finally:
+        if srv is not None:
+            srv.stop()
+        engine.stop()
+
+
+def test_adapter_admin_forwards_to_a_runtime_lora_upstream(tmp_path, bundled):
+    """TONEWATCH_UPSTREAM_KIND=vllm: the gateway's adapter admin drives the upstream's runtime LoRA API
+    (/v1/load_lora_adapter, /v1/unload_lora_adapter). The upstream here is an embedded Tonewatch server, which serves
+    vLLM's API for it; requests naming the adapter, or none after it is activated, are answered by it."""
+    from tests.support.adapter_factory import make_adapter
+    from tests.support.servers import ServerProcess, free_port
+
+    model, _, _ = bundled
+    root = tmp_path / "adapters"
+    make_adapter(root / "voice-a", model, kind="lora", r=4, alpha=8, seed=41)
+    (root / "manifest.json").write_text('{"adapters": []}')  # the engine starts with none: it comes through us
+    engine_token = "engine-admin-token-0123456789"
+    engine = ServerProcess(
+        {
+            "TONEWATCH_DB_PATH": str(tmp_path / "engine.db"),
+            "TONEWATCH_ADAPTER_ROOT": str(root),
+            "TONEWATCH_ADMIN_TOKEN": engine_token,
+        },
+        free_port(),
+    )
+    srv = None
+    try:
+        engine.wait_ready()
+        srv = gateway_process(
+            tmp_path,
+            engine.base_url + "/v1",
+            TONEWATCH_ADAPTER_ROOT=str(root),
+            TONEWATCH_UPSTREAM_KIND="vllm",
+            TONEWATCH_UPSTREAM_ADAPTER_ROOT=".",  # the engine resolves paths inside its own adapter root
+            TONEWATCH_UPSTREAM_API_KEY=engine_token,
+        )
+        srv.wait_ready()
+        r = httpx.post(srv.base_url + "/admin/adapters", headers=AUTH, json={"name": "voice-a", "path": "voice-a"})
+        assert r.status_code == 200, r.text
+        assert "voice-a" in {m["id"] for m in httpx.get(engine.base_url + "/v1/models").json()["data"]}
+        body = {"messages": QUESTION, "max_tokens": 8, "temperature": 0}
+        named = httpx.post(srv.base_url + "/v1/chat/completions", json={**body, "model": "voice-a"}, timeout=60)
+        assert named.status_code == 200 and named.json()["model"] == "voice-a"
+        assert httpx.post(srv.base_url + "/admin/adapters/voice-a/activate", headers=AUTH).status_code == 200
+        routed = httpx.post(srv.base_url + "/v1/chat/completions", json=body, timeout=60)
+        assert routed.json()["model"] == "voice-a"
+        assert httpx.delete(srv.base_url + "/admin/adapters/voice-a", headers=AUTH).status_code == 409  # the default
+        base = httpx.get(srv.base_url + "/admin/adapters", headers=AUTH).json()["base"]
+        assert httpx.post(f"{srv.base_url}/admin/adapters/{base}/activate", headers=AUTH).status_code == 200
+        assert httpx.delete(srv.base_url + "/admin/adapters/voice-a", headers=AUTH).status_code == 200
+        assert "voice-a" not in {m["id"] for m in httpx.get(engine.base_url + "/v1/models").json()["data"]}
     finally:
         if srv is not None:
             srv.stop()
