@@ -37,12 +37,27 @@ def scorer():
     s.close()
 
 
+def assert_same_report(a: dict, b: dict, tol: float = 2e-4) -> None:
+    """Equal, up to the encoder's fp32 rounding in a padded batch (which can move a 4-decimal figure by one unit on
+    one CPU's kernels and not another's)."""
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        if isinstance(value, float):
+            assert abs(value - b[key]) <= tol, (key, value, b[key])
+        elif isinstance(value, dict):
+            assert value.keys() == b[key].keys()
+            assert all(abs(value[k] - b[key][k]) <= tol for k in value), (key, value, b[key])
+        else:
+            assert value == b[key], (key, value, b[key])
+
+
 async def test_concurrent_calls_share_batches_and_match_sequential(scorer):
     personas = [None, "support-friendly", "support-formal", "support-robotic"]
     sequential = [await scorer.score([t], persona=p) for t in TEXTS for p in personas]
     before = scorer.batches
     concurrent = await asyncio.gather(*(scorer.score([t], persona=p) for t in TEXTS for p in personas))
-    assert concurrent == sequential
+    for together, alone in zip(concurrent, sequential, strict=True):
+        assert_same_report(together[0], alone[0])
     # 16 concurrent calls ran in fewer encoder batches than calls: they really were batched together
     assert scorer.batches - before < len(concurrent) // 2
     batch = await scorer.score(TEXTS, persona="support-friendly", include_embedding=True)
