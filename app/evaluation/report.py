@@ -88,6 +88,7 @@ class EvalContext:
     base_name: str
     device: str
     loaded: list[str] = field(default_factory=list)
+    platform: dict[str, Any] = field(default_factory=dict)  # the CPU and the choices made for it (app.engine.cpu)
 
     def adapter_for(self, name: str) -> str | None:
         """Engine adapter for a report name: None for the base model."""
@@ -108,53 +109,39 @@ def _manifest_paths(root: Path) -> dict[str, str]:
 async def build_context(
     adapters: list[str], adapter_root: Path | None = None, *, max_batch_size: int | None = None, settings: Any = None
 ) -> EvalContext:
-    """Base model + engine + adapter registry (with the named adapters loaded) + tone scorer, as the server builds
-    them. Adapter paths come from the adapter root's manifest.json, else the folder of the same name."""
+    """The server's own stack (app.stack: the model as configured, quantization, output head, engine threads, prefix
+    cache, adapter registry, scorer; each CPU path chosen by measurement as at server start-up) with the named
+    adapters loaded. Only the queue differs: an offline run submits everything at once and waits as long as it
+    takes. Adapter paths come from the adapter root's manifest.json, else the folder of the same name."""
     from app.config import Settings
-    from app.engine.adapters import AdapterRegistry
-    from app.engine.provision import load_base_model, pick_device, resolve_base_model
-    from app.engine.worker import Engine
     from app.metrics import Metrics
-    from app.scoring.scorer import ToneScorer
+    from app.stack import build_model_stack, load_scorer, platform_for
 
     settings = settings or Settings()
     root = Path(adapter_root or settings.adapter_root)
     metrics = Metrics()
-    source = resolve_base_model(settings.base_model, settings.served_model_name)
-    device = pick_device(settings.device)
-    model, tokenizer = await asyncio.to_thread(
-        load_base_model, source, settings.model_cache_dir, device, settings.dtype
-    )
-    engine = Engine(
-        model,
-        tokenizer,
-        device=device,
-        metrics=metrics,
-        max_batch_size=max_batch_size or settings.max_batch_size,
-        max_wait_ms=settings.max_wait_ms,
+    platform = platform_for(settings)
+    stack = await build_model_stack(
+        settings,
+        metrics,
+        platform,
+        adapter_root=root,
+        max_batch_size=max_batch_size,
         max_queue=max(settings.max_queue, 4096),
         request_timeout_s=3600.0,
     )
-    engine.start()
-    registry = AdapterRegistry(
-        engine,
-        metrics,
-        root,
-        source.name,
-        max_rank=settings.max_adapter_rank,
-        max_bytes=int(settings.max_adapter_mb * 2**20),
-    )
-    ctx = EvalContext(engine, tokenizer, registry, None, source.name, device)
+    ctx = EvalContext(stack.engine, stack.tokenizer, stack.registry, None, stack.source.name, stack.device)
     try:
         paths = _manifest_paths(root)
         for name in adapters:
-            if ctx.adapter_for(name) is not None and name not in registry.adapters:
-                await registry.load(name, paths.get(name, name))
+            if ctx.adapter_for(name) is not None and name not in stack.registry.adapters:
+                await stack.registry.load(name, paths.get(name, name))
                 ctx.loaded.append(name)
-        ctx.scorer = await asyncio.to_thread(ToneScorer.load, metrics, settings.style_dir, settings.persona_dir)
+        ctx.scorer = await load_scorer(settings, metrics, platform)
     except BaseException:
-        engine.stop()
+        stack.engine.stop()
         raise
+    ctx.platform = platform.as_dict()
     return ctx
 
 
@@ -184,7 +171,7 @@ class Answer:
 
 async def generate(ctx: EvalContext, adapter_name: str, messages: list[dict[str, str]], params: Any) -> Answer:
     """One chat completion through the engine, exactly as the server encodes it."""
-    from app.engine.worker import DoneEvent, ErrorEvent, GenerationRequest
+    from app.engine.events import DoneEvent, ErrorEvent, GenerationRequest
 
     encoded = ctx.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     ids = list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
@@ -442,6 +429,7 @@ async def evaluate(
         "meta": {
             "base_model": ctx.base_name,
             "device": ctx.device,
+            "platform": ctx.platform,
             "adapters": adapters,
             "prompts": len(prompts),
             "prompts_source": prompts_source,
@@ -651,7 +639,19 @@ def load_prompts(path: str | Path) -> list[list[dict[str, str]]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tonewatch eval", description="Compare adapters on held-out prompts.")
+    from app.cli import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(
+        prog="tonewatch eval",
+        description="Compare adapters on held-out prompts (`tonewatch eval --suite stress --help`: the stress suite).",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--suite",
+        choices=("report", "stress"),
+        default="report",
+        help="report: this comparison; stress: the tone-consistency stress suite (its own options)",
+    )
     p.add_argument(
         "--adapters",
         required=True,
@@ -662,13 +662,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sessions", type=int, default=4, help="simulated multi-turn sessions per adapter")
     p.add_argument("--turns", type=int, default=4, help="turns per session")
-    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--max-tokens", type=int, default=64, help="tokens generated per answer at most")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (reproducible)")
     p.add_argument("--seed", type=int, default=0, help="per-request seeds (seed + index) when sampling")
-    p.add_argument("--limit", type=int, help="use only the first N prompts")
+    p.add_argument("--limit", type=int, help="use only the first N prompts (default: all)")
     p.add_argument("--max-batch-size", type=int, help="engine batch size (default: the server setting)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (report.md, report.json, PNGs)")
-    p.add_argument("--adapter-root", help="folder the adapters (and manifest.json) live in")
+    p.add_argument(
+        "--adapter-root", help="folder the adapters (and manifest.json) live in (default: TONEWATCH_ADAPTER_ROOT)"
+    )
     return p
 
 
