@@ -8,6 +8,17 @@ import os
 import sys
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default (argparse's formatter), unless the help already says what happens
+    without the option ("default: ..."), which is what an option whose default is None has to say itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or action.required:
+            return text
+        return super()._get_help_string(action)
+
+
 def _settings(**overrides):
     from app.config import Settings
 
@@ -81,14 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
     parser = argparse.ArgumentParser(prog="tonewatch", description="Tone-consistency evaluation service")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the HTTP server")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve = sub.add_parser("serve", help="run the HTTP server", formatter_class=DefaultsHelpFormatter)
+    serve.add_argument("--host", help="interface to bind (default: TONEWATCH_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: TONEWATCH_PORT, else 8000)")
     serve.set_defaults(func=cmd_serve)
     prov = sub.add_parser("provision", help="prepare model caches (no network)")
     prov.set_defaults(func=cmd_provision)
-    style = sub.add_parser("train-style", help="train the tone head on data/style (writes models/style)")
-    style.add_argument("--seed", type=int, default=13)
+    style = sub.add_parser(
+        "train-style",
+        help="train the tone head on data/style (writes models/style)",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    style.add_argument("--seed", type=int, default=13, help="random seed of the split and the training")
     style.set_defaults(func=cmd_train_style)
     # these two own their flags: hand everything after the command name to them
     sub.add_parser("train-adapter", help="train a persona adapter (tonewatch train-adapter --help)", add_help=False)

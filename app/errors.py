@@ -28,6 +28,10 @@ class RequestInvalid(InvalidRequest):
         self.errors = errors
 
 
+class InvalidBody(InvalidRequest):
+    """A body Tonewatch cannot read as JSON: empty, not UTF-8, not JSON, not an object, or nested too deeply."""
+
+
 class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 

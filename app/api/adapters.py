@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.api.auth import AdminDep
+from app.api.body import JsonRoute
 from app.api.deps import AdaptersDep, AdminServiceDep
 from app.api.errors import error_responses
 from app.schemas.adapters import AdapterListing, AdapterPublic, CanaryRequest, LoadAdapter, VllmLoad, VllmUnload
 
-router = APIRouter()
-ADMIN_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 501, 503)
+router = APIRouter(route_class=JsonRoute)
+ADMIN_ERRORS = error_responses(400, 401, 403, 404, 409, 501, 503)
 
 
 @router.get("/admin/adapters", response_model=AdapterListing, responses=ADMIN_ERRORS)

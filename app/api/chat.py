@@ -12,28 +12,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from app.api.auth import ClientDep
+from app.api.body import JsonRoute, json_body
 from app.api.deps import ChatDep
 from app.api.errors import envelope, error_responses
-from app.errors import RequestInvalid, TonewatchError
+from app.errors import TonewatchError
 from app.schemas.chat import ChatCompletion, ModelCard, ModelList
 
 log = logging.getLogger("tonewatch.http")
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 T = TypeVar("T")
 CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, but logs and metrics do
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestInvalid(
-            [{"type": "json_invalid", "loc": ("body",), "msg": "invalid JSON", "ctx": {"error": str(exc)}}]
-        ) from None
-    if not isinstance(data, dict):
-        raise RequestInvalid([{"type": "dict_type", "loc": ("body",), "msg": "the body must be a JSON object"}])
-    return data
+    """The body as a JSON object, read by the one body parser (app/api/body.py) whatever its Content-Type."""
+    return await json_body(request)
 
 
 async def until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T | None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from app.api.auth import ClientDep
+from app.api.body import JsonRoute
 from app.api.chat import CLIENT_CLOSED, connection_probe, read_json, sse, until_disconnect
 from app.api.deps import ChatDep, ResponsesDep
 from app.api.errors import envelope, error_responses
@@ -16,7 +17,7 @@ from app.errors import TonewatchError
 from app.schemas.completions import CompletionRequest
 from app.schemas.responses import ResponseRequest
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 

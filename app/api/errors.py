@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from app import errors as e
 
@@ -30,7 +31,7 @@ _STATUS: dict[type[e.TonewatchError], tuple[int, str]] = {
     e.NotFound: (404, "invalid_request_error"),
     e.Conflict: (409, "invalid_request_error"),
     e.PayloadTooLarge: (413, "invalid_request_error"),
-    e.InvalidAdapter: (422, "invalid_request_error"),
+    e.InvalidAdapter: (400, "invalid_request_error"),  # a bad adapter folder is a bad request, like any other
     e.QueueFull: (429, "rate_limit_error"),
     e.Cancelled: (499, "invalid_request_error"),
     e.NotSupportedByBackend: (501, "server_error"),
@@ -134,23 +135,73 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = str(exc.detail)
+        headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 404:
             message = _not_found_message(request)
+        elif exc.status_code == 405:
+            allowed = allowed_methods(request.url.path, _served_paths(request))
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+                message = f"{request.method} is not allowed on {request.url.path}; it takes {', '.join(allowed)}"
         return JSONResponse(
-            error_body(message, "invalid_request_error", code),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            error_body(message, "invalid_request_error", code), status_code=exc.status_code, headers=headers or None
         )
 
 
-def _not_found_message(request: Request) -> str:
-    from difflib import get_close_matches
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
+
+def _served_paths(request: Request) -> dict[str, Any]:
+    """path template -> its operations (routers' routes are wrapped in this FastAPI; the document lists them)."""
+    return request.app.openapi().get("paths", {})
+
+
+def allowed_methods(path: str, served: Mapping[str, Any]) -> list[str]:
+    """Every method some route serves on `path` (Starlette's 405 names only the first route that matched the path,
+    so /admin/personas/{name} said GET although PUT and DELETE are there too)."""
+    methods: set[str] = set()
+    for template, operations in served.items():
+        if compile_path(template)[0].match(path):
+            methods |= {m.upper() for m in operations if m.upper() in HTTP_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
+    return sorted(methods)
+
+
+def _not_found_message(request: Request) -> str:
     path = request.url.path
-    served = sorted(request.app.openapi().get("paths", {}))  # (routers' routes are wrapped; the document lists them)
-    near = get_close_matches(path, served, n=1, cutoff=0.5)
-    hint = f"; did you mean {near[0]}?" if near else "; GET /docs lists the served routes"
+    near = nearest_route(path, list(_served_paths(request)))
+    hint = f"; did you mean {near}?" if near else "; GET /docs lists the served routes"
     return f"no route {request.method} {path}{hint}"
+
+
+def nearest_route(path: str, templates: Sequence[str]) -> str | None:
+    """A served route that `path` is plausibly a slip of, or None. Only close calls: the same segments with at most
+    one typo (a path parameter stands for any one segment), a stray trailing slash, or a missing last parameter.
+    (Whole-string similarity suggested /v1/responses for GET /v1/sessions/.)"""
+    parts = [p for p in path.split("/") if p]
+    best: tuple[int, str] | None = None
+    for template in templates:
+        wanted = [p for p in template.split("/") if p]
+        missing_param = len(wanted) == len(parts) + 1 and wanted[-1].startswith("{")
+        if len(wanted) != len(parts) and not missing_param:
+            continue
+        slips = [_slip(got, want) for got, want in zip(parts, wanted, strict=False)]
+        if None in slips or sum(s for s in slips if s is not None) > 1:
+            continue
+        cost = sum(s for s in slips if s is not None) + missing_param
+        if (cost > 0 or path.endswith("/")) and (best is None or cost < best[0]):
+            best = (cost, template)
+    return best[1] if best else None
+
+
+def _slip(got: str, want: str) -> int | None:
+    """0: the segment matches; 1: a typo of it; None: something else."""
+    from difflib import SequenceMatcher
+
+    if got == want or want.startswith("{"):
+        return 0
+    return 1 if SequenceMatcher(None, got.lower(), want.lower()).ratio() >= 0.75 else None
 
 
 # For route declarations: every documented error answer has the envelope schema.
@@ -162,7 +213,6 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found",
         409: "Conflict",
         413: "Body too large",
-        422: "Invalid adapter",
         429: "Queue full (see Retry-After)",
         500: "This request's generation failed",
         501: "Not supported by the generation backend",

@@ -1,5 +1,6 @@
 """The OpenAPI document, made true: validation errors are 400 envelopes (not FastAPI's 422), the chat request
-schema (read from the raw body) is listed, and bounds that depend on settings (max_tokens) are stated."""
+schema (read from the raw body) is listed, bounds that depend on settings (max_tokens) are stated, and integer
+fields have integer bounds (request bodies are strict: an integer field takes 30, not 30.0)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,21 @@ REF = "#/components/schemas/{model}"
 def _schema_with_defs(model) -> tuple[dict[str, Any], dict[str, Any]]:
     schema = model.model_json_schema(ref_template=REF)
     return schema, schema.pop("$defs", {})
+
+
+def _integer_bounds(node: Any) -> None:
+    """Bounds of integer fields as integers (FastAPI writes `ge=5` as 5.0, which reads as "a number")."""
+    if isinstance(node, list):
+        for item in node:
+            _integer_bounds(item)
+    elif isinstance(node, dict):
+        if node.get("type") == "integer":
+            for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "default"):
+                value = node.get(key)
+                if isinstance(value, float) and value.is_integer():
+                    node[key] = int(value)
+        for value in node.values():
+            _integer_bounds(value)
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:
@@ -50,6 +66,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
                     responses.setdefault("400", envelope)
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
+        _integer_bounds(schemas)
         app.openapi_schema = doc
         return doc
 

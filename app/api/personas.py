@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Path
 
 from app.api.auth import AdminDep
+from app.api.body import JsonRoute
 from app.api.deps import AdminServiceDep, ToneDep
 from app.api.errors import error_responses
 from app.schemas.score import PERSONA_NAME, PersonaBody, PersonaList, PersonaPublic
 
-router = APIRouter(prefix="/admin/personas")
+router = APIRouter(prefix="/admin/personas", route_class=JsonRoute)
 NameParam = Path(pattern=PERSONA_NAME)
 
 

@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from app.api.auth import ClientDep
+from app.api.body import JsonRoute
 from app.api.deps import ToneDep
 from app.api.errors import error_responses
 from app.schemas.score import ScoreRequest, ScoreResponse
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 
 
 @router.post(

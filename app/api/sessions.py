@@ -7,12 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from app.api.auth import AdminDep, HistoryReaderDep
+from app.api.body import JsonRoute
 from app.api.deps import HistoryDep
 from app.api.errors import error_responses
 from app.schemas.chat import SESSION_ID_PATTERN
 from app.schemas.sessions import DeletedSession, SessionDrift, SessionPage
 
-router = APIRouter(prefix="/v1/sessions")
+router = APIRouter(prefix="/v1/sessions", route_class=JsonRoute)
 SessionPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN)]
 MAX_CURSOR = 2**63 - 1
 

@@ -19,8 +19,9 @@ from app.backends.base import ChatCall, Chunk, Completed, Served, StreamEnd, Str
 from app.backends.tools import Plan, json_strings, parse_tool_calls, plan, supports_native_tools
 from app.engine.adapters import AdapterRegistry
 from app.engine.constraints import TOOL_OPEN, Grammars
+from app.engine.events import DoneEvent, ErrorEvent, GenerationRequest, RequestHandle, TokenEvent
 from app.engine.sampling import SamplingParams
-from app.engine.worker import DoneEvent, Engine, ErrorEvent, GenerationRequest, RequestHandle, TokenEvent
+from app.engine.worker import Engine
 from app.errors import ContextLengthExceeded, InvalidRequest, RequestInvalid, UnsupportedField
 from app.schemas.chat import UNSUPPORTED_FIELDS, ChatCompletionRequest
 from app.schemas.completions import DEFAULT_COMPLETION_TOKENS, UNSUPPORTED_COMPLETION_FIELDS, CompletionRequest
@@ -163,7 +164,9 @@ class EmbeddedBackend:
         encoded = self.tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True, **extra)
         ids = list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
         self._check_length(len(ids), "messages")
-        matcher = self.grammars.matcher(p.grammar, p.grammar_param or "request") if p.grammar else None
+        matcher = None
+        if p.grammar:
+            matcher = self.grammars.matcher(p.grammar, p.grammar_param or "request", p.grammar_parts)
         return ids, p, matcher
 
     def _encode_prompt(self, prompt: str) -> list[int]:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.engine.constraints import (
     TOOL_CLOSE,
     TOOL_OPEN,
+    arguments_schema,
     auto_call_grammar,
     json_schema_grammar,
     required_call_grammar,
@@ -48,6 +49,8 @@ class Plan:
     grammar_param: str | None
     tool_mode: str | None  # None | "required" | "auto"
     structured: bool  # response_format json_*: the answer is JSON
+    # (label, schema) the grammar was built from: a grammar that does not compile names the part at fault
+    grammar_parts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 def plan(req: ChatCompletionRequest, native_tools: bool) -> Plan:
@@ -59,6 +62,7 @@ def plan(req: ChatCompletionRequest, native_tools: bool) -> Plan:
     if isinstance(req.response_format, JsonObjectFormat | JsonSchemaFormat):
         _add_system(messages, _json_preamble(req.response_format))
     specs = [(f.name, bounded_strings(f.parameters) if f.parameters else None) for f in offered]
+    parts = [(f"tools: function {name!r} parameters", arguments_schema(params)) for name, params in specs]
     grammar = param = mode = None
     if offered and (choice == "required" or isinstance(choice, NamedToolChoice)):
         grammar, param, mode = required_call_grammar(specs), "tools", "required"
@@ -66,16 +70,18 @@ def plan(req: ChatCompletionRequest, native_tools: bool) -> Plan:
         grammar, param, mode = auto_call_grammar(specs), "tools", "auto"
     fmt = req.response_format
     if isinstance(fmt, JsonObjectFormat):
-        grammar, param = json_schema_grammar({"type": "object"}), "response_format"
+        grammar, param, parts = json_schema_grammar({"type": "object"}), "response_format", []
     elif isinstance(fmt, JsonSchemaFormat):
         schema = bounded_strings(fmt.json_schema.schema_ or {"type": "object"})
         grammar, param = json_schema_grammar(schema), "response_format"
+        parts = [("response_format.json_schema.schema", schema)]
     tools = (
         [{"type": "function", "function": f.model_dump(exclude_none=True)} for f in offered]
         if native_tools and offered
         else None
     )
-    return Plan(messages, tools, grammar, param, mode, isinstance(fmt, JsonObjectFormat | JsonSchemaFormat))
+    structured = isinstance(fmt, JsonObjectFormat | JsonSchemaFormat)
+    return Plan(messages, tools, grammar, param, mode, structured, parts if grammar else [])
 
 
 def _messages(req: ChatCompletionRequest, offered, native_tools: bool) -> list[dict[str, Any]]:
@@ -156,13 +162,18 @@ def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
                 {
                     "id": "call_" + uuid.uuid4().hex[:24],
                     "type": "function",
-                    "function": {"name": call["name"], "arguments": json.dumps(call.get("arguments", {}))},
+                    "function": {"name": call["name"], "arguments": compact_json(call.get("arguments", {}))},
                 }
             )
     if not calls:
         return text, []
     content = text[: text.find(TOOL_OPEN)].strip()
     return content or None, calls
+
+
+def compact_json(value: Any) -> str:
+    """Tool-call arguments as OpenAI writes them: '{"order_id":"A1"}', no spaces or newlines."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 def json_strings(text: str) -> str:

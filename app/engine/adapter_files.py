@@ -5,7 +5,7 @@ which never executes code). Pickle-based weights (`adapter_model.bin`, `*.pt`, .
 Every tensor is checked against the base module it would adapt, exactly the way PEFT would build that module, so a
 later `load_adapter` cannot fail halfway with a size mismatch or silently load nothing.
 
-Failures raise `InvalidAdapterError` whose message is meant for a human (the API maps it to 422/400).
+Failures raise `InvalidAdapterError` whose message is meant for a human (the API answers 400 with it).
 """
 
 from __future__ import annotations
@@ -80,6 +80,13 @@ class _Folder:
 
 
 def _check_folder(root: Path, relative: str, name: str, max_rank: int, max_bytes: int) -> _Folder:
+    try:
+        return _read_folder(root, relative, name, max_rank, max_bytes)
+    except OSError as e:  # unreadable files: the folder cannot be served, and that is the request's fault
+        raise InvalidAdapterError(f"adapter folder {relative[:80]!r} cannot be read: {e.strerror or e}") from e
+
+
+def _read_folder(root: Path, relative: str, name: str, max_rank: int, max_bytes: int) -> _Folder:
     validate_name(name)
     folder = resolve_inside(root, relative)
     root_resolved = Path(root).resolve()

@@ -79,31 +79,40 @@ def names_adapter(key: str, name: str) -> bool:
 
 def resolve_inside(root: Path, relative: str) -> Path:
     """Resolve `relative` under `root`, refusing absolute paths, '..' components, symlinks that resolve outside root
-    and missing folders. Returns the resolved folder."""
+    and missing folders. Returns the resolved folder. Whatever the operating system refuses about the path (a name
+    too long, a component that is a file, no permission) is an InvalidAdapterError naming it, never an OSError."""
     if not isinstance(relative, str) or not relative.strip():
         raise InvalidAdapterError("adapter path is empty")
     if "\x00" in relative:
         raise InvalidAdapterError("adapter path contains a NUL byte")
     posix, windows = PurePosixPath(relative), PureWindowsPath(relative)
     if posix.is_absolute() or windows.is_absolute() or windows.drive or relative.startswith(("/", "\\", "~")):
-        raise InvalidAdapterError(f"adapter path {relative!r} must be relative to the adapter root, not absolute")
+        raise InvalidAdapterError(f"adapter path {_shown(relative)} must be relative to the adapter root, not absolute")
     if ".." in posix.parts or ".." in windows.parts:
-        raise InvalidAdapterError(f"adapter path {relative!r} must not contain '..'")
+        raise InvalidAdapterError(f"adapter path {_shown(relative)} must not contain '..'")
     root_path = Path(root)
-    if not root_path.is_dir():
-        raise InvalidAdapterError(f"adapter root {str(root_path)!r} does not exist")
-    root_resolved = root_path.resolve()
     try:
+        if not root_path.is_dir():
+            raise InvalidAdapterError(f"adapter root {str(root_path)!r} does not exist")
+        root_resolved = root_path.resolve()
         target = (root_resolved / relative).resolve()
-    except (OSError, RuntimeError) as e:  # symlink loops
-        raise InvalidAdapterError(f"adapter path {relative!r} cannot be resolved: {e}") from e
-    if not target.is_relative_to(root_resolved):
-        raise InvalidAdapterError(f"adapter path {relative!r} resolves outside the adapter root (symlink escape)")
-    if not target.exists():
-        raise InvalidAdapterError(f"adapter folder {relative!r} does not exist under the adapter root")
-    if not target.is_dir():
-        raise InvalidAdapterError(f"adapter path {relative!r} is not a folder")
+        if not target.is_relative_to(root_resolved):
+            raise InvalidAdapterError(
+                f"adapter path {_shown(relative)} resolves outside the adapter root (symlink escape)"
+            )
+        if not target.exists():
+            raise InvalidAdapterError(f"adapter folder {_shown(relative)} does not exist under the adapter root")
+        if not target.is_dir():
+            raise InvalidAdapterError(f"adapter path {_shown(relative)} is not a folder")
+    except (OSError, RuntimeError) as e:  # symlink loops, names too long, permissions
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise InvalidAdapterError(f"adapter path {_shown(relative)} cannot be used: {reason}") from e
     return target
+
+
+def _shown(relative: str, limit: int = 80) -> str:
+    """The path for a message: quoted, and shortened when long (a 1000-character path helps nobody)."""
+    return repr(relative if len(relative) <= limit else relative[: limit - 1] + "…")
 
 
 def file_inside(root_resolved: Path, folder: Path, filename: str, relative: str) -> Path | None:

@@ -307,7 +307,13 @@ def parse_adapters(spec: str) -> dict[str, str | None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tonewatch eval --suite stress", description="Tone-consistency stress suite.")
+    from app.cli import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(
+        prog="tonewatch eval --suite stress",
+        description="Tone-consistency stress suite.",
+        formatter_class=DefaultsHelpFormatter,
+    )
     p.add_argument("--adapters", required=True, help="comma-separated names, name=path under the adapter root; 'base'")
     p.add_argument("--persona", default="support-friendly", help="persona every answer is judged against")
     p.add_argument("--intended-label", help="default: the persona's most common exemplar label")
@@ -315,9 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-style", type=int, help="first N single messages of each style (default: all)")
     p.add_argument("--sessions", type=int, help="first N sessions (default: all)")
     p.add_argument("--turns", type=int, help="first N turns of each session (default: all)")
-    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--max-tokens", type=int, default=64, help="tokens generated per answer at most")
     p.add_argument("--window", type=int, default=4, help="turns in the rolling persona-distance window")
-    p.add_argument("--adapter-root", help="folder the adapters (and manifest.json) live in")
+    p.add_argument(
+        "--adapter-root", help="folder the adapters (and manifest.json) live in (default: TONEWATCH_ADAPTER_ROOT)"
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (report.md, report.json, PNGs)")
     return p
 

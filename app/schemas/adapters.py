@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from app.engine.adapter_paths import NAME_RE, InvalidAdapterError, validate_name
 from app.schemas.chat import Strict
 
 
+def _adapter_name(name: str) -> str:
+    try:
+        return validate_name(name)
+    except InvalidAdapterError as exc:
+        raise ValueError(exc.message) from None
+
+
+# The rule the registry applies (app/engine/adapter_paths.validate_name), with its pattern in the OpenAPI document.
+AdapterName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"pattern": f"^{NAME_RE.pattern}$"},
+        description="A-Z a-z 0-9 _ -, starting with a letter or digit (PEFT keys adapters inside module paths)",
+    ),
+    AfterValidator(_adapter_name),
+]
+AdapterPath = Annotated[str, Field(min_length=1, max_length=1024, description="relative to TONEWATCH_ADAPTER_ROOT")]
+
+
 class LoadAdapter(Strict):
-    name: str = Field(min_length=1, max_length=64)
-    path: str = Field(min_length=1, max_length=1024, description="relative to TONEWATCH_ADAPTER_ROOT")
+    name: AdapterName
+    path: AdapterPath
     activate: bool = False
 
 
 class VllmLoad(Strict):
-    lora_name: str = Field(min_length=1, max_length=64)
-    lora_path: str = Field(min_length=1, max_length=1024)
+    lora_name: AdapterName
+    lora_path: AdapterPath
 
 
 class VllmUnload(Strict):
@@ -51,7 +75,13 @@ class CanaryRequest(Strict):
 
     share: float = Field(0.1, gt=0.0, le=0.5, description="fraction of new sessions served by the canary")
     persona: str = Field(min_length=1, max_length=64, description="the persona both arms are judged against")
-    min_turns: int = Field(30, ge=5, le=100_000, description="turns per arm before the canary can pass")
+    min_turns: int = Field(
+        30,
+        ge=5,
+        le=100_000,
+        strict=True,
+        description="turns per arm before the canary can pass: a JSON integer (30, not 30.0)",
+    )
     alpha: float = Field(0.05, gt=0.0, lt=0.5, description="false-rollback rate of the sequential test")
     beta: float = Field(0.10, gt=0.0, lt=0.5, description="missed-regression rate of the sequential test")
     relative_risk: float = Field(

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from app.engine.sampling import MAX_SEED, MIN_TEMPERATURE, MIN_TOP_P
 from app.schemas.common import (
@@ -21,6 +30,7 @@ from app.schemas.common import (
     encodable,
     text_of,
 )
+from app.schemas.satisfiable import unsatisfiable
 
 __all__ = ["SESSION_ID_PATTERN", "NameField", "SessionId", "Strict", "TextPart", "encodable"]
 
@@ -48,11 +58,39 @@ NO_OP_FIELDS = (
 )
 
 
+def boolean_schema(value: Any) -> Any:
+    """JSON Schema's boolean forms: `true` (anything) becomes {}; `false` matches nothing, so it is refused."""
+    if value is False:
+        raise ValueError("the schema `false` matches no value, so nothing could ever be generated for it")
+    return {} if value is True else value
+
+
+def satisfiable(schema: dict[str, Any]) -> dict[str, Any]:
+    reason = unsatisfiable(schema)
+    if reason:
+        raise ValueError(f"no finite JSON value matches this schema: {reason}")
+    return schema
+
+
 class FunctionDef(Strict):
     name: Annotated[str, StringConstraints(pattern=FUNCTION_NAME)]
     description: str | None = Field(None, max_length=4096)
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _boolean_parameters(cls, value: Any) -> Any:
+        return boolean_schema(value)
+
+    @field_validator("parameters")
+    @classmethod
+    def _callable(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        reason = unsatisfiable(value) if value is not None else None
+        if reason:
+            name = info.data.get("name", "?")
+            raise ValueError(f"function {name!r}: no arguments can match this schema: {reason}")
+        return value
 
 
 class Tool(Strict):
@@ -134,6 +172,16 @@ class JsonSchemaSpec(Strict):
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     strict: bool | None = None
 
+    @field_validator("schema_", mode="before")
+    @classmethod
+    def _boolean_schema(cls, value: Any) -> Any:
+        return boolean_schema(value)
+
+    @field_validator("schema_")
+    @classmethod
+    def _satisfiable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return satisfiable(value)
+
 
 class JsonSchemaFormat(Strict):
     type: Literal["json_schema"]
@@ -141,6 +189,11 @@ class JsonSchemaFormat(Strict):
 
 
 ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+FORMATS: dict[str, type[Strict]] = {
+    "text": TextFormat,
+    "json_object": JsonObjectFormat,
+    "json_schema": JsonSchemaFormat,
+}
 
 
 class ChatCompletionRequest(Strict):
@@ -175,6 +228,15 @@ class ChatCompletionRequest(Strict):
     # Tonewatch extensions
     session_id: SessionId | None = None
     persona: NameField | None = None
+
+    @field_validator("response_format", mode="wrap")
+    @classmethod
+    def _format(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Validated by its own class when the tag is known, so an error's path is response_format.json_schema...
+        (pydantic's tagged union puts the tag in the path: response_format.json_schema.json_schema.schema)."""
+        if isinstance(value, dict) and value.get("type") in FORMATS:
+            return FORMATS[value["type"]].model_validate(value)
+        return handler(value)
 
     @field_validator("stop")
     @classmethod

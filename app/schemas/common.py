@@ -12,8 +12,9 @@ NameField = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class Strict(BaseModel):
-    # strict: "5" is not an int; forbid: a misspelt field is an error, not silently ignored
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # strict: "5" is not an int; forbid: a misspelt field is an error, not silently ignored; NaN and infinities
+    # (which Python's JSON parser accepts) are refused as "not a finite number" rather than compared with bounds
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 def encodable(text: str) -> str:

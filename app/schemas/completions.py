@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import Field, field_validator
+from pydantic.json_schema import JsonDict
 
 from app.engine.sampling import MAX_SEED, MIN_TEMPERATURE, MIN_TOP_P
 from app.schemas.chat import StreamOptions
@@ -10,11 +11,18 @@ from app.schemas.common import NameField, SessionId, Strict, encodable
 
 UNSUPPORTED_COMPLETION_FIELDS = {"suffix": "suffix (fill-in-the-middle)"}
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for this API
+MAX_PROMPTS = 16
+PROMPT_SCHEMA: JsonDict = {"type": "string", "pattern": r"\S"}  # what _prompt enforces, for the OpenAPI document
 
 
 class CompletionRequest(Strict):
     model: str | None = None
-    prompt: str | list[str] = Field(description="a string, or a list of strings (one choice each)")
+    prompt: str | list[str] = Field(
+        description=f"a string, or a list of 1 to {MAX_PROMPTS} strings (one choice each); none empty",
+        json_schema_extra={
+            "anyOf": [PROMPT_SCHEMA, {"type": "array", "items": PROMPT_SCHEMA, "minItems": 1, "maxItems": MAX_PROMPTS}]
+        },
+    )
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, ge=MIN_TOP_P, le=1.0)
@@ -37,8 +45,8 @@ class CompletionRequest(Strict):
     @classmethod
     def _prompt(cls, value: str | list[str]) -> str | list[str]:
         prompts = [value] if isinstance(value, str) else value
-        if not prompts or len(prompts) > 16:
-            raise ValueError("send 1 to 16 prompts")
+        if not prompts or len(prompts) > MAX_PROMPTS:
+            raise ValueError(f"send 1 to {MAX_PROMPTS} prompts")
         for p in prompts:
             if not p.strip():
                 raise ValueError("prompts must not be empty")

@@ -499,38 +499,58 @@ prompt. Trained with `app/training/train_adapter.py` (loss on the final assistan
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tonewatch train-adapter", description="Train a persona adapter.")
-    p.add_argument("--config", help="YAML training config; flags override its fields")
-    p.add_argument("--base-model", help="bundled:smollm2, an HF folder or a .gguf file")
-    p.add_argument("--data", help="comma-separated JSONL files of exchanges")
-    p.add_argument("--persona", choices=PERSONA_KEYS, help="response key to learn")
-    p.add_argument("--output", help="adapter folder to write")
-    p.add_argument("--type", choices=ADAPTER_TYPES)
-    p.add_argument("--rank", type=int)
-    p.add_argument("--alpha", type=float)
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--target-modules", help="comma-separated module names (default q_proj,k_proj,v_proj,o_proj)")
+    """Every flag overrides the --config file's field of the same name, which overrides TrainConfig's default: the
+    flags themselves default to None ("not given"), so each help names the default that applies."""
+    from app.cli import DefaultsHelpFormatter
+
+    d = TrainConfig.__dataclass_fields__
+
+    def default(name: str) -> str:
+        spec = d[name]
+        value = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        return f"(default: {shown})"
+
+    p = argparse.ArgumentParser(
+        prog="tonewatch train-adapter",
+        description="Train a persona adapter. Flags override the --config file's fields, which override the defaults.",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    p.add_argument("--config", help="YAML training config; flags override its fields (default: none)")
+    p.add_argument("--base-model", help=f"bundled:smollm2, an HF folder or a .gguf file {default('base_model')}")
+    p.add_argument("--data", help="comma-separated JSONL files of exchanges (required here or in --config)")
+    p.add_argument("--persona", choices=PERSONA_KEYS, help=f"response key to learn {default('persona')}")
+    p.add_argument("--output", help="adapter folder to write (required here or in --config)")
+    p.add_argument("--type", choices=ADAPTER_TYPES, help=f"adapter type {default('type')}")
+    p.add_argument("--rank", type=int, help=f"adapter rank r {default('rank')}")
+    p.add_argument("--alpha", type=float, help=f"scaling alpha (the update is scaled by alpha / r) {default('alpha')}")
+    p.add_argument("--dropout", type=float, help=f"dropout on the adapter's input {default('dropout')}")
+    p.add_argument("--target-modules", help=f"comma-separated module names {default('target_modules')}")
     p.add_argument("--layers", help="comma-separated layer indices to adapt (default: all)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--max-len", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--lr", type=float, help=f"peak learning rate {default('lr')}")
+    p.add_argument("--steps", type=int, help=f"optimizer steps {default('steps')}")
+    p.add_argument("--batch-size", type=int, help=f"exchanges per step {default('batch_size')}")
+    p.add_argument("--max-len", type=int, help=f"tokens per exchange; longer ones are skipped {default('max_len')}")
+    p.add_argument("--seed", type=int, help=f"random seed {default('seed')}")
     p.add_argument("--system-prompt", help="train with this system prompt (default: none, like served requests)")
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--grad-clip", type=float)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--checkpoint-dir", help="default: <output>/checkpoint")
+    p.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default: 10%% of --steps)")
+    p.add_argument("--weight-decay", type=float, help=f"AdamW weight decay {default('weight_decay')}")
+    p.add_argument("--grad-clip", type=float, help=f"gradient norm clip {default('grad_clip')}")
+    p.add_argument(
+        "--checkpoint-every", type=int, help=f"steps between checkpoints; 0 disables them {default('checkpoint_every')}"
+    )
+    p.add_argument("--checkpoint-dir", help="where checkpoints go (default: <output>/checkpoint)")
     p.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="continue from the checkpoint if there is one",
+        help=f"continue from the checkpoint if there is one {default('resume')}",
     )
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", help=f"auto | cpu | cuda | cuda:N {default('device')}")
     p.add_argument("--name", help="adapter name for the training card (default: output folder name)")
-    p.add_argument("--head-mask", help="JSON head selection: train LoRA only on those attention heads")
+    p.add_argument(
+        "--head-mask", help="JSON head selection: train LoRA only on those attention heads (default: all heads)"
+    )
     return p
 
 

@@ -1,0 +1,337 @@
+"""Malformed and hostile requests get a clear 400 in the error envelope, never a 500 (issue 25): bodies nested too
+deeply, bytes that are not UTF-8, any Content-Type; schemas no value can match or that recurse without end; adapter
+paths the OS refuses; NaN; 405s that list every method; an OpenAPI document with the limits the server enforces;
+tool-call arguments that only name the properties the function takes, written compactly."""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.body import MAX_JSON_DEPTH
+from app.config import Settings
+from app.main import create_app
+
+TOKEN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CHAT = "/v1/chat/completions"
+USER = [{"role": "user", "content": "Order 4411 please."}]
+# every route that reads a body (JSON), with a body it accepts up to the point of interest
+JSON_ROUTES = [
+    ("POST", CHAT),
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/responses"),
+    ("POST", "/v1/score"),
+    ("PUT", "/admin/personas/p1"),
+    ("POST", "/admin/adapters"),
+    ("POST", "/admin/adapters/x1/canary"),
+    ("POST", "/v1/load_lora_adapter"),
+    ("POST", "/v1/unload_lora_adapter"),
+]
+SELF_REF = {"type": "object", "properties": {"n": {"$ref": "#"}}, "required": ["n"]}
+DEFS_CYCLE = {
+    "$defs": {
+        "a": {"type": "object", "properties": {"b": {"$ref": "#/$defs/b"}}, "required": ["b"]},
+        "b": {"type": "object", "properties": {"a": {"$ref": "#/$defs/a"}}, "required": ["a"]},
+    },
+    "$ref": "#/$defs/a",
+}
+TREE = {
+    "type": "object",
+    "properties": {"label": {"enum": ["x", "y"]}, "children": {"type": "array", "items": {"$ref": "#"}}},
+    "required": ["label", "children"],
+}
+INPUT_ONLY = {"properties": {"input": {"type": "integer"}}, "required": ["input"]}  # no additionalProperties
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("malformed")
+    (tmp / "adapters").mkdir()
+    settings = Settings(
+        db_path=tmp / "tw.db",
+        adapter_root=tmp / "adapters",
+        admin_token=TOKEN,
+        max_new_tokens=64,
+        max_prompt_tokens=1024,
+        max_body_bytes=64 * 1024,
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def send(client, method, path, content, content_type="application/json"):
+    headers = {**AUTH, **({"content-type": content_type} if content_type else {})}
+    return client.request(method, path, content=content, headers=headers)
+
+
+def invalid(r, *needles):
+    """A 400 in the envelope, with the one code every malformed body gets, naming each needle."""
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "invalid_request", error
+    for needle in needles:
+        assert needle in error["message"], error
+    return error
+
+
+def schema_format(schema):
+    return {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
+
+
+def tool(name, parameters):
+    return {"type": "function", "function": {"name": name, "parameters": parameters}}
+
+
+# ---- 1 and 5: nesting depth, non-UTF-8 bytes, one message style on every route ---------------------------------
+
+
+@pytest.mark.parametrize(("method", "path"), JSON_ROUTES)
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 1000 + "]" * 1000, '{"a":' * 10_000 + "1" + "}" * 10_000, '{"texts": [' + "[" * 100 + "]" * 100 + "]}"],
+    ids=["array-1000", "object-10k", "inside-a-field"],
+)
+def test_deep_nesting_is_a_400_naming_the_limit(client, method, path, body):
+    invalid(send(client, method, path, body.encode()), "nests JSON", str(MAX_JSON_DEPTH))
+
+
+def nested(depth):
+    return "[" * depth + "]" * depth
+
+
+def test_the_depth_limit_counts_structure_not_brackets_in_strings(client):
+    texts = f'"texts": ["Thanks {"[{" * 500} a lot!"]'
+    assert send(client, "POST", "/v1/score", ("{" + texts + "}").encode()).status_code == 200
+    at_limit = ("{" + texts + ', "zz": ' + nested(MAX_JSON_DEPTH - 1) + "}").encode()
+    invalid(send(client, "POST", "/v1/score", at_limit), "zz")  # read, then refused for the unknown field
+    over = ("{" + texts + ', "zz": ' + nested(MAX_JSON_DEPTH) + "}").encode()
+    invalid(send(client, "POST", "/v1/score", over), "nests JSON")
+
+
+@pytest.mark.parametrize(("method", "path"), JSON_ROUTES)
+def test_bytes_that_are_not_utf8_are_a_400_naming_the_decode_error(client, method, path):
+    error = invalid(send(client, method, path, b'{"texts": ["caf\xe9"]}'), "not valid UTF-8", "0xe9")
+    assert error["param"] is None
+
+
+@pytest.mark.parametrize(("method", "path"), JSON_ROUTES)
+@pytest.mark.parametrize("body", [b"", b"[1, 2]", b'"text"'], ids=["empty", "array", "string"])
+def test_unreadable_bodies_get_one_message_style_on_every_route(client, method, path, body):
+    invalid(send(client, method, path, body), "Request body")
+
+
+# ---- 6: a body is JSON whatever its Content-Type, on every route that takes one -------------------------------
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", None, "application/x-www-form-urlencoded"])
+def test_every_route_with_a_body_reads_json_whatever_the_content_type(client, content_type):
+    documented = {
+        (method.upper(), path)
+        for path, operations in client.get("/openapi.json").json()["paths"].items()
+        for method, operation in operations.items()
+        if "requestBody" in operation
+    }
+    assert documented == {(m, p.replace("p1", "{name}").replace("x1", "{name}")) for m, p in JSON_ROUTES}
+    for method, path in JSON_ROUTES:
+        # read as JSON: the unknown field is named (a refused content type would know nothing of it)
+        error = invalid(send(client, method, path, b'{"zz_unknown": 1}', content_type), "zz_unknown")
+        assert "content" not in error["message"].lower(), (method, path)
+    body = json.dumps({"messages": USER, "max_tokens": 2}).encode()
+    assert send(client, "POST", CHAT, body, content_type).status_code == 200
+
+
+# ---- 2 and 4: schemas that no finite value matches --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schema", "needle"),
+    [
+        (SELF_REF, "#/properties/n"),
+        (DEFS_CYCLE, "#/$defs/a"),
+        ({"not": {}}, '"not"'),
+        ({"type": []}, '"type": []'),
+        ({"enum": []}, '"enum": []'),
+        ({"type": "object", "properties": {"a": {"not": {}}}, "required": ["a"]}, "#/properties/a"),
+        (False, "false"),
+    ],
+    ids=["self-ref", "defs-cycle", "not-anything", "no-type", "no-value", "nested-not", "false"],
+)
+def test_schemas_no_finite_value_matches_are_a_400_naming_the_schema(client, schema, needle):
+    r = client.post(CHAT, json={"messages": USER, "max_tokens": 8, "response_format": schema_format(schema)})
+    error = invalid(r, needle)
+    assert error["param"] == "response_format.json_schema.schema"  # (not ...json_schema.json_schema.schema)
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "walk"}}])
+def test_recursion_that_can_stop_is_served_and_recursion_that_cannot_is_a_400(client, choice):
+    nullable = {"type": "object", "properties": {"next": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}}}
+    nullable["required"] = ["next"]
+    for schema in (TREE, nullable):
+        body = {"messages": USER, "max_tokens": 48, "temperature": 0, "response_format": schema_format(schema)}
+        assert client.post(CHAT, json=body).status_code == 200
+        body = {"messages": USER, "max_tokens": 48, "tools": [tool("walk", schema)], "tool_choice": choice}
+        assert client.post(CHAT, json=body).status_code == 200
+    r = client.post(
+        CHAT, json={"messages": USER, "max_tokens": 16, "tools": [tool("walk", SELF_REF)], "tool_choice": choice}
+    )
+    error = invalid(r, "'walk'", "#/properties/n")
+    assert error["param"] == "tools.0.function.parameters"
+
+
+# ---- 3 and 9: adapter paths the OS refuses, and a missing folder, are 400s ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/load_lora_adapter", {"lora_name": "x1", "lora_path": "a" * 300}),
+        ("/admin/adapters", {"name": "x1", "path": "a" * 300}),
+        ("/admin/adapters", {"name": "x1", "path": "b/" + "c" * 300 + "/d"}),
+    ],
+)
+def test_a_path_the_os_refuses_is_a_400(client, path, body):
+    r = client.post(path, headers=AUTH, json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_adapter" and error["param"] == "path"
+    assert "too long" in error["message"] or "does not exist" in error["message"]
+    assert len(error["message"]) < 300  # the path is shortened, not echoed whole
+
+
+@pytest.mark.parametrize("path", ["/admin/adapters", "/v1/load_lora_adapter"])
+def test_a_missing_adapter_folder_is_a_400(client, path):
+    body = {"name": "x1", "path": "nope"} if path == "/admin/adapters" else {"lora_name": "x1", "lora_path": "nope"}
+    r = client.post(path, headers=AUTH, json=body)
+    assert r.status_code == 400, r.text
+    assert "does not exist" in r.json()["error"]["message"]
+
+
+# ---- 7: messages that say what is wrong ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("field", ["temperature", "top_p", "presence_penalty"])
+def test_non_finite_numbers_are_named_as_such(client, field, value):
+    body = f'{{"messages": {json.dumps(USER)}, "max_tokens": 2, "{field}": {value}}}'.encode()
+    error = invalid(send(client, "POST", CHAT, body), "finite number")
+    assert error["param"] == field and "less than" not in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "needle"),
+    [({"type": "foo"}, "foo"), ({"type": "string", "pattern": "(("}, "unclosed group"), ({"$ref": "#/nope"}, "nope")],
+    ids=["bad-type", "bad-regex", "bad-ref"],
+)
+@pytest.mark.parametrize("choice", ["required", "auto"])
+def test_an_invalid_tool_schema_gets_a_short_message_naming_the_tool(client, parameters, needle, choice):
+    tools = [tool("fine", {"type": "object", "properties": {"a": {"type": "boolean"}}}), tool("broken", parameters)]
+    r = client.post(CHAT, json={"messages": USER, "max_tokens": 4, "tools": tools, "tool_choice": choice})
+    error = invalid(r, "'broken'", needle)
+    assert "\n" not in error["message"] and "%json" not in error["message"] and "tool_call" not in error["message"]
+    assert len(error["message"]) < 300 and error["param"] == "tools"
+
+
+# ---- 8: HTTP semantics ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/admin/personas/p1", {"GET", "PUT", "DELETE"}),
+        ("POST", "/v1/sessions/s1", {"GET", "DELETE"}),
+        ("PUT", "/admin/adapters", {"GET", "POST"}),
+        ("PUT", "/admin/adapters/x1/canary", {"GET", "POST", "DELETE"}),
+    ],
+)
+def test_405_allow_lists_every_method_of_the_path(client, method, path, allowed):
+    r = client.request(method, path, headers=AUTH)
+    assert r.status_code == 405
+    listed = {m.strip() for m in r.headers["allow"].split(",")}
+    assert allowed <= listed and listed <= allowed | {"HEAD"}
+    error = r.json()["error"]
+    assert error["code"] == "method_not_allowed" and all(m in error["message"] for m in allowed)
+
+
+def test_unknown_routes_suggest_only_close_matches(client):
+    for path, hint in [
+        ("/v1/sessions/", "/v1/sessions/{session_id}"),  # it said /v1/responses
+        ("/v1/chat/completion", "/v1/chat/completions"),
+        ("/v1/scores", "/v1/score"),
+        ("/v1/nothing/like/this", None),
+        ("/v2/embeddings", None),
+    ]:
+        r = client.get(path, headers=AUTH)
+        assert r.status_code == 404
+        message = r.json()["error"]["message"]
+        if hint is None:
+            assert "did you mean" not in message, message
+        else:
+            assert message.endswith(f"did you mean {hint}?"), message
+
+
+# ---- 9: the OpenAPI document carries the limits the server enforces ---------------------------------------------
+
+
+def test_openapi_carries_the_enforced_limits(client):
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for model, field in (("LoadAdapter", "name"), ("VllmLoad", "lora_name")):
+        pattern = schemas[model]["properties"][field]["pattern"]
+        assert pattern == "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+    texts = schemas["ScoreRequest"]["properties"]["texts"]
+    assert texts["minItems"] == 1 and texts["items"]["minLength"] == 1
+    min_turns = schemas["CanaryRequest"]["properties"]["min_turns"]
+    assert min_turns["type"] == "integer"
+    assert type(min_turns["minimum"]) is int and type(min_turns["maximum"]) is int
+    prompt = schemas["CompletionRequest"]["properties"]["prompt"]["anyOf"]
+    assert {"minItems": 1, "maxItems": 16}.items() <= next(o for o in prompt if o["type"] == "array").items()
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            assert "422" not in operation["responses"], (method, path)
+
+
+def test_the_server_refuses_what_the_document_refuses(client):
+    canary = {"persona": "support-friendly", "min_turns": 22.0}
+    r = client.post("/admin/adapters/x1/canary", headers=AUTH, json=canary)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "min_turns"
+    r = client.post("/admin/adapters", headers=AUTH, json={"name": "acme.v2", "path": "x"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "name"
+
+
+# ---- 2 and 10: tool-call arguments name only what the function takes, compactly ---------------------------------
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "double"}}])
+def test_tool_arguments_are_closed_and_compact(client, choice):
+    r = client.post(
+        CHAT,
+        json={
+            "messages": [{"role": "user", "content": "Double the number 3."}],
+            "max_tokens": 40,
+            "temperature": 0,
+            "tools": [tool("double", INPUT_ONLY)],
+            "tool_choice": choice,
+        },
+    )
+    assert r.status_code == 200, r.text
+    [call] = r.json()["choices"][0]["message"]["tool_calls"]
+    arguments = call["function"]["arguments"]
+    value = json.loads(arguments)
+    assert set(value) == {"input"} and isinstance(value["input"], int)
+    assert arguments == json.dumps(value, separators=(",", ":"))
+
+
+def test_json_schema_output_is_closed_too(client):
+    r = client.post(
+        CHAT,
+        json={
+            "messages": [{"role": "user", "content": "Give me a number as JSON."}],
+            "max_tokens": 24,
+            "temperature": 0,
+            "response_format": schema_format(INPUT_ONLY),
+        },
+    )
+    assert r.status_code == 200, r.text
+    value = json.loads(r.json()["choices"][0]["message"]["content"])
+    assert set(value) == {"input"}
