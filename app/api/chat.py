@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from app.api.auth import ClientDep
 from app.api.body import JsonRoute, json_body
 from app.api.deps import ChatDep
-from app.api.errors import envelope, error_responses
+from app.api.errors import STREAMED, envelope, error_responses
 from app.errors import TonewatchError
 from app.schemas.chat import ChatCompletion, ModelCard, ModelList
 
@@ -66,7 +66,7 @@ def connection_probe(request: Request):
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
-    responses=error_responses(400, 401, 404, 429, 500, 502, 503, 504),
+    responses={**STREAMED, **error_responses(400, 401, 404, 429, 500, 502, 503, 504)},
     openapi_extra={
         "requestBody": {
             "required": True,

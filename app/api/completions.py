@@ -12,7 +12,7 @@ from app.api.auth import ClientDep
 from app.api.body import JsonRoute
 from app.api.chat import CLIENT_CLOSED, connection_probe, read_json, sse, until_disconnect
 from app.api.deps import ChatDep, ResponsesDep
-from app.api.errors import envelope, error_responses
+from app.api.errors import STREAMED, envelope, error_responses
 from app.errors import TonewatchError
 from app.schemas.completions import CompletionRequest
 from app.schemas.responses import ResponseRequest
@@ -32,7 +32,7 @@ def _body_doc(model) -> dict:
 
 @router.post(
     "/v1/completions",
-    responses=error_responses(400, 401, 404, 429, 500, 502, 503, 504),
+    responses={**STREAMED, **error_responses(400, 401, 404, 429, 500, 502, 503, 504)},
     openapi_extra=_body_doc(CompletionRequest),
 )
 async def completions(request: Request, chat: ChatDep, _: ClientDep) -> Response:
@@ -55,7 +55,7 @@ async def response_events(events: AsyncIterator[tuple[str, dict]]) -> AsyncItera
 
 @router.post(
     "/v1/responses",
-    responses=error_responses(400, 401, 404, 429, 500, 502, 503, 504),
+    responses={**STREAMED, **error_responses(400, 401, 404, 429, 500, 502, 503, 504)},
     openapi_extra=_body_doc(ResponseRequest),
 )
 async def responses(request: Request, service: ResponsesDep, _: ClientDep) -> Response:

@@ -205,6 +205,15 @@ def _slip(got: str, want: str) -> int | None:
 
 
 # For route declarations: every documented error answer has the envelope schema.
+# a 200 of a generation route is JSON, or server-sent events when the body asks for "stream": true
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": 'JSON; with "stream": true, server-sent events (data: <chunk JSON> lines, then data: [DONE])',
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
         400: "Invalid request",

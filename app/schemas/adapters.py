@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from app.engine.adapter_paths import NAME_RE, InvalidAdapterError, validate_name
 from app.schemas.chat import Strict
@@ -80,7 +80,7 @@ class CanaryRequest(Strict):
         ge=5,
         le=100_000,
         strict=True,
-        description="turns per arm before the canary can pass: a JSON integer (30, not 30.0)",
+        description='turns per arm before the canary can pass: a whole number (30 or 30.0, not 30.5 or "30")',
     )
     alpha: float = Field(0.05, gt=0.0, lt=0.5, description="false-rollback rate of the sequential test")
     beta: float = Field(0.10, gt=0.0, lt=0.5, description="missed-regression rate of the sequential test")
@@ -91,3 +91,11 @@ class CanaryRequest(Strict):
         description="the regression to detect: the canary's bad-turn rate this many times the current one's",
     )
     auto_promote: bool = Field(False, description="make the canary the default when it passes")
+
+    @field_validator("min_turns", mode="before")
+    @classmethod
+    def _whole_number(cls, value: object) -> object:
+        # JSON Schema's "integer" admits 30.0 (the document says integer): take a whole float as the integer
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value

@@ -207,7 +207,7 @@ class ChatCompletionRequest(Strict):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = None
+    n: Literal[1] | None = Field(None, description="only 1 (one choice per request)")
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
@@ -234,8 +234,9 @@ class ChatCompletionRequest(Strict):
     def _format(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         """Validated by its own class when the tag is known, so an error's path is response_format.json_schema...
         (pydantic's tagged union puts the tag in the path: response_format.json_schema.json_schema.schema)."""
-        if isinstance(value, dict) and value.get("type") in FORMATS:
-            return FORMATS[value["type"]].model_validate(value)
+        kind = value.get("type") if isinstance(value, dict) else None
+        if isinstance(kind, str) and kind in FORMATS:  # (a non-string tag, e.g. {}, is the union's to refuse)
+            return FORMATS[kind].model_validate(value)
         return handler(value)
 
     @field_validator("stop")
@@ -257,10 +258,10 @@ class ChatCompletionRequest(Strict):
             raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE}")
         return value
 
-    @field_validator("n")
+    @field_validator("n", mode="before")  # before the Literal check: our message, not pydantic's
     @classmethod
-    def _only_one_choice(cls, value: int | None) -> int | None:
-        if value is not None and value != 1:
+    def _only_one_choice(cls, value: object) -> object:
+        if value is not None and (isinstance(value, bool) or value != 1):
             raise ValueError("only n=1 is supported by Tonewatch")
         return value
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 from pydantic.json_schema import JsonDict
 
@@ -26,13 +28,13 @@ class CompletionRequest(Strict):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, ge=MIN_TOP_P, le=1.0)
-    n: int | None = None
-    best_of: int | None = None
+    n: Literal[1] | None = Field(None, description="only 1 (one choice per request)")
+    best_of: Literal[1] | None = Field(None, description="only 1")
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    echo: bool | None = None
+    echo: Literal[False] | None = Field(None, description="not supported: false or absent")
     logprobs: int | None = Field(None, ge=0, le=5)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
@@ -60,18 +62,20 @@ class CompletionRequest(Strict):
             raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE}")
         return value
 
-    @field_validator("n", "best_of")
+    @field_validator("n", "best_of", mode="before")  # before the Literal check: our message, not pydantic's
     @classmethod
-    def _one(cls, value: int | None) -> int | None:
-        if value not in (None, 1):
+    def _one(cls, value: object) -> object:
+        if value is not None and (isinstance(value, bool) or value != 1):
             raise ValueError("only 1 is supported by Tonewatch")
         return value
 
-    @field_validator("echo")
+    @field_validator("echo", mode="before")
     @classmethod
-    def _no_echo(cls, value: bool | None) -> bool | None:
-        if value:
+    def _no_echo(cls, value: object) -> object:
+        if value is True:
             raise ValueError("echo is not supported by Tonewatch")
+        if value is not None and value is not False:
+            raise ValueError("echo must be false or absent")  # (0 is not false here: the document says boolean)
         return value
 
     @field_validator("stop")

@@ -15,6 +15,9 @@ Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 ScoreText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")]
+# what the document's pattern \S (ECMAScript) treats as blank; Python's str.strip() also strips \x1c-\x1f, which the
+# pattern admits, so a text of control characters would be schema-valid yet refused
+SCHEMA_BLANK = " \t\n\v\f\r\u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff" + "".join(map(chr, range(0x2000, 0x200B)))
 
 
 class ScoreRequest(Strict):
@@ -32,7 +35,7 @@ class ScoreRequest(Strict):
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 continue
-            if not text.strip():
+            if not text.strip(SCHEMA_BLANK):
                 raise ValueError(f"texts[{i}] is empty")
             if len(text) > MAX_TEXT_CHARS:
                 raise ValueError(f"texts[{i}] has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")

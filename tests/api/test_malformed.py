@@ -292,9 +292,14 @@ def test_openapi_carries_the_enforced_limits(client):
 
 
 def test_the_server_refuses_what_the_document_refuses(client):
+    # the document says integer, and JSON Schema's integer admits 22.0: it is taken as 22 (the unknown adapter is
+    # what fails); a fraction or a string is refused, naming the field
     canary = {"persona": "support-friendly", "min_turns": 22.0}
     r = client.post("/admin/adapters/x1/canary", headers=AUTH, json=canary)
-    assert r.status_code == 400 and r.json()["error"]["param"] == "min_turns"
+    assert r.status_code == 404, r.text
+    for bad in (22.5, "22"):
+        r = client.post("/admin/adapters/x1/canary", headers=AUTH, json={**canary, "min_turns": bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "min_turns", r.text
     r = client.post("/admin/adapters", headers=AUTH, json={"name": "acme.v2", "path": "x"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "name"
 
@@ -335,3 +340,33 @@ def test_json_schema_output_is_closed_too(client):
     assert r.status_code == 200, r.text
     value = json.loads(r.json()["choices"][0]["message"]["content"])
     assert set(value) == {"input"}
+
+
+# ---- the fuzzer's "schema-valid request rejected" findings (schemathesis ST202) ----------------------------------
+
+
+def test_schema_valid_bodies_are_accepted_and_what_is_not_supported_is_not_in_the_document(client):
+    # a text of control characters matches the document's \S (ECMAScript's whitespace is narrower than Python's)
+    r = client.post("/v1/score", json={"texts": ["\x1f", "ok"]})
+    assert r.status_code == 200, r.text
+    # n / best_of / echo: the document now offers only what is served; other values keep the clear message
+    doc = client.get("/openapi.json").json()["components"]["schemas"]
+    completion = next(v for k, v in doc.items() if k.startswith("CompletionRequest"))
+    assert [o.get("const") for o in completion["properties"]["n"]["anyOf"]] == [1, None]
+    r = client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2, "n": 1, "echo": False})
+    assert r.status_code == 200, r.text
+    for field, value, message in (("n", 2, "only 1"), ("echo", True, "echo is not supported")):
+        r = client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2, field: value})
+        assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "n": 3})
+    assert r.status_code == 400 and "only n=1" in r.json()["error"]["message"], r.text
+
+
+def test_fuzzer_findings_stay_fixed(client):
+    # a response_format whose tag is not a string was a 500 (an unhashable lookup in the tag dispatch)
+    body = {"messages": [{"role": "user", "content": "Hi"}], "response_format": {"type": {}, "json_schema": {}}}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith("response_format"), r.text
+    # echo: 0 is not a boolean (it was accepted as false)
+    r = client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2, "echo": 0})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "echo", r.text
