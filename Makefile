@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast bench bench-deps lint style system-deps provision clean dashboard-png
+.PHONY: install run test test-fast fuzz bench bench-deps lint style system-deps provision clean dashboard-png
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -54,6 +54,20 @@ test: $(STAMP) system-deps style
 # The inner loop: no model, no servers (unit logic and ops configs).
 test-fast: $(STAMP)
 	$(PYTEST) -m "not model and not integration and not slow"
+
+# Schemathesis (every check) against a live server's /openapi.json, generation capped at 8 tokens; ~4 minutes. Not
+# (yet) part of `make test`: see issue 25's note for what it still reports (cross-field rules the document cannot say).
+FUZZ_PORT ?= 18199
+FUZZ_TOKEN := fuzz-admin-token-0123456789
+fuzz: install
+	$(BIN)/pip install -q 'schemathesis>=4.3,<5'
+	@dir=$$(mktemp -d); mkdir -p $$dir/ad; \
+	TONEWATCH_DB_PATH=$$dir/tw.db TONEWATCH_ADAPTER_ROOT=$$dir/ad TONEWATCH_ADMIN_TOKEN=$(FUZZ_TOKEN) \
+	TONEWATCH_MAX_NEW_TOKENS=8 $(BIN)/tonewatch serve --port $(FUZZ_PORT) > $$dir/server.log 2>&1 & pid=$$!; \
+	for _ in $$(seq 120); do curl -sf localhost:$(FUZZ_PORT)/readyz >/dev/null && break; sleep 0.5; done; \
+	$(BIN)/st run http://127.0.0.1:$(FUZZ_PORT)/openapi.json --checks all --max-examples 10 --seed 1 --workers 2 \
+	  --max-time 240 --request-timeout 30 -H "Authorization: Bearer $(FUZZ_TOKEN)"; rc=$$?; \
+	kill $$pid; echo "server log: $$dir/server.log"; exit $$rc
 
 bench: install system-deps bench-deps
 	$(BIN)/python -m bench.run
