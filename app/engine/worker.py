@@ -227,6 +227,15 @@ class Engine:
         return count
 
     def _remove_adapter(self, name: str) -> None:
+        # A request routed to the adapter just before its unload began, but submitted after the registry saw no rows
+        # for it, may have been admitted since: it gets the answer any later request gets (404, the adapter is gone),
+        # never a failed decode step for its whole lane.
+        for lane in list(self._lanes.values()):
+            late = [i for i, row in enumerate(lane.rows) if row.handle.request.adapter == name]
+            for i in late:
+                lane.rows[i].handle.fail(ModelNotFound(f"model {name!r} was unloaded", param="model"))
+            if late:
+                self._remove(lane, late)
         self.adapters_present.discard(name)
         self.unmixable.discard(name)
         self.model, self.peft_active = peft_install.remove(self.model, name)

@@ -74,3 +74,36 @@ async def test_base_rows_with_adapters_installed_equal_the_bare_model(tmp_path, 
     finally:
         registry.close()
         engine.stop()
+
+
+async def test_a_row_admitted_after_its_adapter_was_cleared_for_unload_gets_a_404(tmp_path, bundled):
+    """The race a swap storm found: a request routed to an adapter just before its unload began is submitted after
+    the registry saw no rows for it, and is admitted before the removal runs. Its row gets the clean 404 a later
+    request gets; the base row beside it in the same lane goes on (no failed decode step, no 500)."""
+    from app.engine.events import DoneEvent, ErrorEvent, GenerationRequest
+    from app.engine.sampling import SamplingParams
+    from app.errors import ModelNotFound
+
+    _, tokenizer, _ = bundled
+    base = tiny_llama()
+    make_adapter(tmp_path / "lora-a", base, kind="lora", seed=1, targets=("q_proj", "v_proj"))
+    engine = Engine(copy.deepcopy(base), tokenizer, device="cpu", metrics=Metrics(), max_wait_ms=30)
+    engine.eos_ids = {-1}
+    engine.start()
+    registry = AdapterRegistry(engine, Metrics(), tmp_path, "base")
+    try:
+        await registry.load("lora-a", "lora-a")
+        late = engine.submit(GenerationRequest([1, 20, 33], SamplingParams(100_000, temperature=0), "lora-a"))
+        beside = engine.submit(GenerationRequest([1, 77, 88], SamplingParams(40, temperature=0), None))
+        await late.events.get()  # both are running in the mixed lane now
+        await asyncio.wrap_future(engine.remove_adapter("lora-a"))  # what the registry does once it saw no rows
+        events = []
+        while not events or not isinstance(events[-1], ErrorEvent | DoneEvent):
+            events.append(await asyncio.wait_for(late.events.get(), 30))
+        assert isinstance(events[-1], ErrorEvent) and isinstance(events[-1].error, ModelNotFound)
+        while not isinstance(done := await asyncio.wait_for(beside.events.get(), 30), DoneEvent | ErrorEvent):
+            pass
+        assert isinstance(done, DoneEvent) and done.completion_tokens == 40
+    finally:
+        registry.close()
+        engine.stop()
