@@ -20,32 +20,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ServerProcess:
-    def __init__(self, env: dict[str, str], port: int):
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}"
+class _Process:
+    """A server process of ours on loopback: started with its output in .pytest_cache/, ready when `ready_path`
+    answers 200, stopped gently (or killed, as in a crash)."""
+
+    name = "server"
+    ready_path = "/readyz"
+
+    def _start(self, command: list[str], env: dict[str, str], log_name: str) -> None:
         (ROOT / ".pytest_cache").mkdir(exist_ok=True)
-        self.log = open(ROOT / f".pytest_cache/server-{port}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        self.log = open(ROOT / f".pytest_cache/{log_name}", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log.name}")
             try:
-                if httpx.get(self.base_url + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.base_url + self.ready_path, timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError("server did not become ready")
+        raise TimeoutError(f"{self.name} did not become ready")
 
     def kill(self) -> None:
         """SIGKILL: the process dies mid-work, as in a crash."""
@@ -63,6 +61,16 @@ class ServerProcess:
         self.log.close()
 
 
+class ServerProcess(_Process):
+    """`tonewatch serve` with the given environment."""
+
+    def __init__(self, env: dict[str, str], port: int):
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+        self._start(command, {**os.environ, **env}, f"server-{port}.log")
+
+
 def converted_model_dir() -> Path:
     """The bundled SmolLM2 as a safetensors folder (what `make install` converted)."""
     from app.config import Settings
@@ -72,61 +80,23 @@ def converted_model_dir() -> Path:
     return materialize(resolve_base_model(settings.base_model), settings.model_cache_dir)
 
 
-class TransformersServe:
+class TransformersServe(_Process):
     """A real OpenAI-compatible peer: `transformers serve --continuous-batching` on the bundled model."""
+
+    name = "transformers serve"
+    ready_path = "/models"
 
     def __init__(self, port: int):
         self.port = port
         self.model = str(converted_model_dir())
         self.base_url = f"http://127.0.0.1:{port}/v1"
-        (ROOT / ".pytest_cache").mkdir(exist_ok=True)
-        self.log = open(ROOT / f".pytest_cache/tfserve-{port}.log", "w")  # noqa: SIM115
         exe = Path(sys.executable).with_name("transformers")
-        self.proc = subprocess.Popen(
-            [
-                str(exe),
-                "serve",
-                self.model,
-                "--continuous-batching",
-                "--device",
-                "cpu",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        command = [str(exe), "serve", self.model, "--continuous-batching", "--device", "cpu"]
+        command += ["--host", "127.0.0.1", "--port", str(port)]
+        self._start(command, {**os.environ, "HF_HUB_OFFLINE": "1"}, f"tfserve-{port}.log")
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(self.base_url + "/models", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError("transformers serve did not become ready")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+        super().wait_ready(timeout)
 
 
 class Nginx:
