@@ -1,5 +1,6 @@
-"""Session-history storage: the Turn record and the store contracts, one protocol per concern (TurnStore, StateStore,
-ControlStore; SessionStore is all three, what both backends implement). The factory is app/store/factory.py.
+"""Session-history storage: the Turn record and the store contracts, one protocol per concern (TurnStore,
+StateStore, ControlStore, SessionIndex; SessionStore is all four, what both backends implement). The factory is
+app/store/factory.py.
 
 State keys and sessions: `update_state(key, ...)` takes any key, but a state key is *owned* by a session when it
 equals the session id or starts with ``session_id + "/"`` (``/`` is outside the session-id charset, so ownership is
@@ -11,7 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from app.store.summary import SessionQuery
 
 STATE_SEP = "/"
 
@@ -33,6 +37,7 @@ class Turn:
     finish_reason: str | None = None  # "stop" | "length" | "tool_calls" | "error" (None: posted to /v1/score)
     delivered: bool | None = None  # the full response reached the client (None: not a generated response)
     kind: str = "chat"  # "chat" | "completion" | "response" | "score"
+    owner: str | None = None  # id of the client key whose request produced it (never the key); None: no keys / admin
     # Internal to the spill: the drift update of this turn was not applied to the store yet (replayed in order).
     state_pending: bool = False
 
@@ -149,6 +154,22 @@ class ControlStore(_Lifecycle, Protocol):
 
 
 @runtime_checkable
-class SessionStore(TurnStore, StateStore, ControlStore, Protocol):
-    """All three concerns: what the Redis and SQLite stores (and the circuit breaker in front of them) implement.
+class SessionIndex(_Lifecycle, Protocol):
+    """Sessions by owner, activity, drift, adapter, persona and label (app/store/summary.py: the record, the query,
+    the snapshot cursor). Kept by `append` and `delete_session` in the same store, so it needs no writes of its own."""
+
+    async def session_summary(self, session_id: str) -> dict | None:
+        """The session's summary (see summary.fold), or None for a session with no recorded turn."""
+
+    async def list_sessions(self, query: SessionQuery, cursor: str | None = None) -> tuple[list[dict], str | None]:
+        """One page of matching summaries in the query's order and the cursor of the next (None on the last page).
+        Raises summary.InvalidCursor for a cursor this store did not issue to this scope, or whose walk expired."""
+
+    async def count_sessions(self, active_since: float) -> tuple[int, int]:
+        """(sessions with activity since `active_since`, those of them in drift alarm), for the gauges."""
+
+
+@runtime_checkable
+class SessionStore(TurnStore, StateStore, ControlStore, SessionIndex, Protocol):
+    """All four concerns: what the Redis and SQLite stores (and the circuit breaker in front of them) implement.
     Collaborators should ask for the narrowest protocol they use."""

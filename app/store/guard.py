@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from app.store.base import SessionStore, StoreUnavailable, Turn
+from app.store.summary import SessionQuery
 
 log = logging.getLogger("tonewatch.store.guard")
 T = TypeVar("T")
@@ -99,6 +100,16 @@ class GuardedStore:
 
     async def delete_session(self, session_id: str) -> bool:
         return await self._call("delete_session", lambda: self.inner.delete_session(session_id), self.timeout_s * 4)
+
+    async def session_summary(self, session_id: str) -> dict | None:
+        return await self._call("session_summary", lambda: self.inner.session_summary(session_id))
+
+    async def list_sessions(self, query: SessionQuery, cursor: str | None = None) -> tuple[list[dict], str | None]:
+        # a first page builds a snapshot of every match (bench/sessions_index.py): more time than a point read
+        return await self._call("list_sessions", lambda: self.inner.list_sessions(query, cursor), self.timeout_s * 8)
+
+    async def count_sessions(self, active_since: float) -> tuple[int, int]:
+        return await self._call("count_sessions", lambda: self.inner.count_sessions(active_since))
 
     async def update_state(
         self, key: str, fn: Callable[[dict | None], dict], *, created_after: float | None = None

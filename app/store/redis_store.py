@@ -9,6 +9,7 @@ one slot and the Lua script, WATCH/MULTI and the multi-key DEL work on a cluster
   {p}s:{sid}:tomb     deletion time (unix seconds): turns and state updates produced before it are refused
   {p}st:{sid}/name    JSON state dict for update_state/get_state (keys without "/" are hash-tagged whole)
   {p}personas         hash name -> persona JSON (no TTL)
+  {p}ix:{{p}idx}:...   the session index, one hash tag for all of it (app/store/redis_index.py)
 Every session key, and state, has its TTL (ttl_s) refreshed on write; a tombstone lives for ttl_s.
 
 append is one Lua script (one round trip, atomic): check the marker, INCR, RPUSH, trim, prune markers, EXPIRE. The
@@ -35,7 +36,18 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 
-from app.store.base import STATE_SEP, SessionDeleted, StoreUnavailable, Turn, VersionConflict, dumps, state_owner
+from app.store.base import (
+    REFUSED,
+    STATE_SEP,
+    SessionDeleted,
+    StoreUnavailable,
+    Turn,
+    VersionConflict,
+    dumps,
+    state_owner,
+)
+from app.store.redis_index import RedisSessionIndex
+from app.store.summary import SessionQuery
 
 log = logging.getLogger("tonewatch.store.redis")
 
@@ -152,6 +164,7 @@ class RedisStore:
         self._delete = self._r.register_script(_DELETE_LUA)
         self._cas_control = self._r.register_script(_CAS_CONTROL_LUA)
         self.control_channel = f"{prefix}control"
+        self.index = RedisSessionIndex(self._r, prefix, self.ttl_s)
 
     # keys
     def _sk(self, session_id: str, what: str) -> str:
@@ -190,11 +203,22 @@ class RedisStore:
         sid = turn.session_id
         keys = [self._sk(sid, "turns"), self._sk(sid, "seq"), self._sk(sid, "reqs"), self._sk(sid, "tomb")]
         async with self._io("append"):
-            return int(
+            seq = int(
                 await self._append(
                     keys=keys, args=[turn.request_id, body, self.max_turns, self.ttl_s, repr(float(turn.ts))]
                 )
             )
+            if seq != REFUSED:
+                # a second step on the index's shard; if it fails the append raises, and the retry (the spill's
+                # replay) finds the turn stored (same seq) and folds it into the summary then, exactly once
+                await self._index_turn(turn, seq)
+            return seq
+
+    async def _index_turn(self, turn: Turn, seq: int) -> None:
+        try:
+            await self.index.add_turn(turn, seq)
+        except RuntimeError as exc:  # contended past the retries: an outage for the caller, retried later
+            raise StoreUnavailable(f"redis index: {exc}") from exc
 
     async def get_turns(self, session_id: str, after: int = 0, limit: int = 100) -> list[Turn]:
         if limit <= 0:
@@ -218,7 +242,21 @@ class RedisStore:
             deleted = await self._delete(
                 keys=[*keys, self._sk(session_id, "tomb")], args=[repr(time.time()), self.ttl_s]
             )
-            return int(deleted) > 0
+            indexed = await self.index.remove(session_id)
+            return int(deleted) > 0 or indexed
+
+    # the session index (app/store/redis_index.py)
+    async def session_summary(self, session_id: str) -> dict | None:
+        async with self._io("session_summary"):
+            return await self.index.summary(session_id)
+
+    async def list_sessions(self, query: SessionQuery, cursor: str | None = None) -> tuple[list[dict], str | None]:
+        async with self._io("list_sessions"):
+            return await self.index.page(query, cursor)
+
+    async def count_sessions(self, active_since: float) -> tuple[int, int]:
+        async with self._io("count_sessions"):
+            return await self.index.count(active_since)
 
     async def update_state(
         self, key: str, fn: Callable[[dict | None], dict], *, created_after: float | None = None
