@@ -5,7 +5,19 @@ from __future__ import annotations
 import json
 import sys
 
-from bench import adapters, canary, drift, gateway, history, peer, quantized, replicas, scoring, serving
+from bench import (
+    adapters,
+    canary,
+    drift,
+    gateway,
+    history,
+    peer,
+    quantized,
+    replicas,
+    scoring,
+    serving,
+    sessions_index,
+)
 
 SECTIONS = {
     "serving": serving.run,
@@ -16,6 +28,7 @@ SECTIONS = {
     "adapters": adapters.run,
     "scoring": scoring.run,
     "history": history.run,
+    "sessions_index": sessions_index.run,
     "drift": drift.run,
     "canary": canary.run,
 }
