@@ -20,7 +20,7 @@ from app.backends.tools import Plan, json_strings, parse_tool_calls, plan, suppo
 from app.engine.adapters import AdapterRegistry
 from app.engine.constraints import TOOL_OPEN, Grammars
 from app.engine.events import DoneEvent, ErrorEvent, GenerationRequest, RequestHandle, TokenEvent
-from app.engine.sampling import SamplingParams
+from app.engine.sampling import Pick, SamplingParams
 from app.engine.worker import Engine
 from app.errors import ContextLengthExceeded, InvalidRequest, RequestInvalid, UnsupportedField
 from app.schemas.chat import UNSUPPORTED_FIELDS, ChatCompletionRequest
@@ -219,7 +219,10 @@ class EmbeddedBackend:
             _Collected(pieces=partial if (partial is not None and i == 0) else []) for i in range(len(submitted))
         ]
         try:
-            done = await asyncio.gather(*(_wait_done(s.handle, c) for s, c in zip(submitted, collected, strict=True)))
+            decode = self.tokenizer.decode
+            done = await asyncio.gather(
+                *(_wait_done(s.handle, c, decode) for s, c in zip(submitted, collected, strict=True))
+            )
         finally:
             for s in submitted:
                 s.handle.cancel()  # no-op when finished; frees the row if we were cancelled (client gone)
@@ -276,6 +279,7 @@ class EmbeddedBackend:
             call,
             submitted,
             bool(options and options.include_usage),
+            decode=self.tokenizer.decode,
             on_done=lambda: self.registry.count_served(call.served.adapter),
         )
 
@@ -318,9 +322,16 @@ class EmbeddedBackend:
 
 class EmbeddedStream:
     def __init__(
-        self, call: ChatCall, submitted: _Submitted, include_usage: bool, on_done: Callable[[], None] = lambda: None
+        self,
+        call: ChatCall,
+        submitted: _Submitted,
+        include_usage: bool,
+        *,
+        decode: Callable[[list[int]], str],
+        on_done: Callable[[], None] = lambda: None,
     ):
         self.call = call
+        self.decode = decode  # token ids -> text, for the logprob entries
         self.served = call.served
         self.handle = submitted.handle
         self.plan = submitted.plan
@@ -333,7 +344,8 @@ class EmbeddedStream:
         )
         self._pieces: list[str] = []
 
-    def _text_chunk(self, text: str, logprobs: list[dict] | None) -> dict[str, Any]:
+    def _text_chunk(self, text: str, picks: list[Pick] | None) -> dict[str, Any]:
+        logprobs = fmt.logprob_entries(picks, self.decode)
         if isinstance(self.chunks, fmt.CompletionChunks):
             return self.chunks.chunk(text, logprobs=logprobs)
         return self.chunks.chunk({"content": text}, logprobs=logprobs)
@@ -415,7 +427,7 @@ def _tone_text(content: str | None, p: Plan) -> tuple[str, str]:
     return content, "text"
 
 
-async def _wait_done(handle: RequestHandle, collected: _Collected) -> DoneEvent:
+async def _wait_done(handle: RequestHandle, collected: _Collected, decode: Callable[[list[int]], str]) -> DoneEvent:
     while True:
         event = await handle.events.get()
         if isinstance(event, DoneEvent):
@@ -424,7 +436,7 @@ async def _wait_done(handle: RequestHandle, collected: _Collected) -> DoneEvent:
             raise event.error
         collected.pieces.append(event.text)
         if event.logprobs:
-            collected.logprobs.extend(event.logprobs)
+            collected.logprobs.extend(fmt.logprob_entries(event.logprobs, decode) or [])
 
 
 def _latency(done: DoneEvent) -> dict[str, float]:

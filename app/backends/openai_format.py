@@ -1,10 +1,14 @@
-"""OpenAI response shapes the embedded engine produces: chat.completion (+ chunks) and text_completion (+ chunks).
-Fields the spec requires are always present (`logprobs: null`, `message.refusal: null`, `system_fingerprint`)."""
+"""OpenAI response shapes the embedded engine produces: chat.completion (+ chunks) and text_completion (+ chunks),
+and the per-token logprob entries built from the engine's raw (token, logprob, top) picks. Fields the spec requires
+are always present (`logprobs: null`, `message.refusal: null`, `system_fingerprint`)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+
+from app.engine.sampling import Pick
 
 SYSTEM_FINGERPRINT = "tonewatch-embedded"
 
@@ -15,6 +19,20 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+
+
+def logprob_entries(picks: list[Pick] | None, decode: Callable[[list[int]], str]) -> list[dict] | None:
+    """OpenAI's per-token logprob entries (token text, logprob, UTF-8 bytes, top alternatives) of raw picks."""
+    if picks is None:
+        return None
+
+    def one(token: int, logprob: float) -> dict:
+        text = decode([token])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    return [
+        {**one(p.token, float(p.logprob or 0.0)), "top_logprobs": [one(t, lp) for t, lp in p.top or []]} for p in picks
+    ]
 
 
 def chat_logprobs(entries: list[dict] | None) -> dict[str, Any] | None:

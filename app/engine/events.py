@@ -11,13 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine.sampling import SamplingParams
+from app.engine.sampling import Pick, SamplingParams
 
 
 @dataclass
 class TokenEvent:
     text: str
-    logprobs: list[dict] | None = None  # OpenAI-shaped entries for the tokens behind this text (when asked)
+    # the tokens behind this text with their logprobs and top alternatives, raw (when asked); the backend shapes
+    # them for the wire (app/backends/openai_format.logprob_entries)
+    logprobs: list[Pick] | None = None
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.backends.openai_format import logprob_entries
 from app.engine.events import DoneEvent, GenerationRequest
 from app.engine.sampling import SamplingParams
 
@@ -28,4 +29,4 @@ async def greedy_choice(
             return {"message": {"content": event.text}, "logprobs": {"content": entries}}
         if not hasattr(event, "text"):
             raise event.error
-        entries.extend(event.logprobs or [])
+        entries.extend(logprob_entries(event.logprobs, engine.tokenizer.decode) or [])

@@ -7,6 +7,7 @@ import json
 
 import torch
 
+from app.backends.openai_format import logprob_entries
 from app.engine.constraints import Grammars, json_schema_grammar, required_call_grammar
 from app.engine.events import DoneEvent, GenerationRequest, TokenEvent
 from app.engine.sampling import SamplingParams
@@ -118,6 +119,8 @@ async def test_logit_bias_and_logprobs_stay_per_row_in_a_batch(tiny64):
         engine.stop()
     assert plain_ev[-1].text == lp_ev[-1].text != forced_ev[-1].text
     assert forced_ev[-1].text == tokenizer.decode([4242] * 5)
-    entries = [e for ev in lp_ev if isinstance(ev, TokenEvent) for e in ev.logprobs or []]
+    entries = [
+        e for ev in lp_ev if isinstance(ev, TokenEvent) for e in logprob_entries(ev.logprobs, tokenizer.decode) or []
+    ]
     assert len(entries) == 5 and all(len(e["top_logprobs"]) == 3 and e["logprob"] <= 0 for e in entries)
     assert all(ev.logprobs is None for ev in plain_ev if isinstance(ev, TokenEvent))

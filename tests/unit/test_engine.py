@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from app.backends.openai_format import logprob_entries
 from app.engine.events import DoneEvent, GenerationRequest, TokenEvent
 from app.engine.sampling import SamplingParams
 from app.engine.worker import Engine
@@ -46,7 +47,7 @@ async def run_choice(engine, prompt, n, delay=0.0, adapter=None):
     while True:
         event = await handle.events.get()
         if isinstance(event, TokenEvent):
-            entries.extend(event.logprobs or [])
+            entries.extend(logprob_entries(event.logprobs, engine.tokenizer.decode) or [])
         elif isinstance(event, DoneEvent):
             return event, {"message": {"content": event.text}, "logprobs": {"content": entries}}
         else:
