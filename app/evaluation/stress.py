@@ -2,7 +2,7 @@
 
 Runs any adapter (or the base model) on the authored stress data in ``data/stress`` (customers who are angry,
 sarcastic, slangy, stiff/legal, distressed, confused, very long, non-native, terse or polite; sessions whose style
-changes every turn) through the same Engine + AdapterRegistry + ToneScorer as ``tonewatch eval`` (``report.py``
+changes every turn) through the same Engine + AdapterRegistry + ToneScorer as ``tonewatch eval`` (``report_run.py``
 builds the stack, generates, scores and simulates sessions with the drift detector). Every answer is judged against
 one persona (``--persona``), whatever the adapter is called, so different adapters of one voice are comparable.
 
@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from app.evaluation import stress_metrics as sm
+from app.scoring.labels import DIMENSIONS
 
 log = logging.getLogger("tonewatch.stress")
 
 LEAKAGE_DIMENSIONS = ("formality", "politeness")
-DIMENSIONS = ("formality", "politeness", "warmth")
 DEFAULT_DATA = Path("data/stress")
 DEFAULT_OUT = Path("bench/results/stress")
 
@@ -177,7 +177,7 @@ async def run_stress(
 ) -> dict[str, Any]:
     """Generate, score and summarise one adapter on the suite (greedy). Returns {"summary", "single", "sessions",
     "wall_s", "cpu_s"}: the rows keep every answer so a report can quote them."""
-    from app.evaluation.report import generate, run_session, sampling, score_answers
+    from app.evaluation.report_run import generate, run_session, sampling, score_answers
 
     params = sampling(max_tokens)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -245,7 +245,7 @@ async def evaluate_stress(
     """Run the suite on every adapter: {report name: adapter path under the root, or None for a manifest/default
     path}. 'base' is the model without an adapter. Writes report.json, report.md and plots when ``out_dir`` is set."""
     from app.config import Settings
-    from app.evaluation.report import build_context, close_context
+    from app.evaluation.report_run import build_context, close_context
 
     ctx = context or await build_context([], adapter_root)
     try:

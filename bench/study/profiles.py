@@ -26,7 +26,8 @@ def load_profiled(folder: str, name: str) -> tuple[dict[str, Any], int, int]:
     from peft import PeftModel
 
     from app.engine.profile import profile_adapter
-    from app.training.train_adapter import TrainConfig, load_base
+    from app.training.config import TrainConfig
+    from app.training.loop import load_base
 
     base, _, _ = load_base(TrainConfig(data=["x"], output="x"), "cpu")
     geometry = base.config.num_hidden_layers, base.config.num_attention_heads

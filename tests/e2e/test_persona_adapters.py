@@ -18,16 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from app.evaluation.report import (
-    DIMENSIONS,
-    _user_text,
-    build_context,
-    close_context,
-    evaluate,
-    load_prompts,
-    run_session,
-    sampling,
-)
+from app.evaluation.report import load_prompts
+from app.evaluation.report_run import build_context, close_context, evaluate, run_session, sampling, user_text
+from app.scoring.labels import DIMENSIONS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -45,7 +38,7 @@ MAX_ALERT_DELAY = 4  # turns after the switch
 @pytest.fixture(scope="module")
 def results():
     prompts = load_prompts(HELDOUT)
-    users = [_user_text(p) for p in prompts[N_SINGLE:]]
+    users = [user_text(p) for p in prompts[N_SINGLE:]]
     switch_plan = [("support-friendly", u) for u in users[:SWITCH_AFTER]] + [
         ("support-robotic", u) for u in users[SWITCH_AFTER : SWITCH_AFTER + MAX_ALERT_DELAY]
     ]

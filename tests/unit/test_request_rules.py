@@ -194,7 +194,7 @@ def test_grammar_errors_lose_the_grammar_listing():
 def _parsers():
     from app.evaluation.report import build_parser as eval_parser
     from app.evaluation.stress import build_parser as stress_parser
-    from app.training.train_adapter import build_parser as train_parser
+    from app.training.config import build_parser as train_parser
 
     return {"eval": eval_parser(), "stress": stress_parser(), "train-adapter": train_parser()}
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.evaluation import stress_metrics as sm
-from app.evaluation.report import EvalContext
+from app.evaluation.report_run import EvalContext
 from app.evaluation.stress import StressSuite, load_suite, parse_adapters, run_stress, summarize_stress
 from app.evaluation.stress_report import render_markdown
 from app.metrics import Metrics

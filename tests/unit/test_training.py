@@ -13,8 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from app.engine.adapter_files import inspect_adapter
+from app.training.config import TrainConfig, build_parser, config_from_args
 from app.training.data import IGNORE_INDEX, batch_indices, build_examples, encode_example, load_exchanges
-from app.training.train_adapter import TrainConfig, build_parser, config_from_args, lr_at, main, train_adapter
+from app.training.loop import lr_at, train_adapter
+from app.training.train_adapter import main
 from tests.support.adapter_factory import tiny_llama
 
 ROOT = Path(__file__).resolve().parents[2]
