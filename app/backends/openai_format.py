@@ -35,6 +35,19 @@ def logprob_entries(picks: list[Pick] | None, decode: Callable[[list[int]], str]
     ]
 
 
+def extension_chunk(request_id: str, model: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """A last stream chunk with no choices that carries Tonewatch's own fields (tone, drift), for a stream whose
+    backend had no finish chunk of its own to put them on (a relayed upstream stream)."""
+    return {
+        "id": request_id,
+        "object": "text_completion" if kind == "completion" else "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [],
+        **fields,
+    }
+
+
 def chat_logprobs(entries: list[dict] | None) -> dict[str, Any] | None:
     return None if entries is None else {"content": entries, "refusal": None}
 

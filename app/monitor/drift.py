@@ -201,6 +201,7 @@ class DriftReport:
             "detector": self.detector,
             "cusum": self.cusum,
             "threshold": self.threshold,
+            "ewma_limit": self.ewma_limit,
             "dispersion": self.dispersion,
             "turns": self.turns,
         }
@@ -276,28 +277,57 @@ def thresholds(params: DriftParams | None = None) -> tuple[float, float]:
 # ------------------------------------------------------------------------------------------------------- state
 
 
-def _new_state() -> dict:
-    return {
-        "v": _STATE_VERSION,
-        "turns": 0,
-        "cusum": 0.0,
-        "ewma": 0.0,
-        "alert": False,
-        "detector": None,
-        "quiet": 0,
-        "recent": [],
-        "self_ref": [],
-    }
+@dataclass
+class DriftState:
+    """One session's detector state. Stored as a JSON dict (``to_dict``); a stored dict of another version, or none,
+    reads as a new session (``from_dict``). Keys other code keeps beside it (the replay's applied request ids) are
+    not part of it and are not carried by ``update``."""
 
+    turns: int = 0
+    cusum: float = 0.0
+    ewma: float = 0.0
+    alert: bool = False
+    detector: str | None = None  # the detector that fired first: "cusum" | "ewma"
+    quiet: int = 0  # consecutive in-control turns since the last firing, while in alarm
+    recent: list[list[float]] = field(default_factory=list)  # the last dispersion_window turns' dimensions
+    self_ref: list[list[float]] = field(default_factory=list)  # the no-persona reference turns
 
-def _load_state(state: dict | None) -> dict:
-    fresh = _new_state()
-    if not isinstance(state, dict) or state.get("v") != _STATE_VERSION:
+    @classmethod
+    def from_dict(cls, state: dict | None) -> DriftState:
+        if not isinstance(state, dict) or state.get("v") != _STATE_VERSION:
+            return cls()
+        fresh = cls()
+        for name in ("turns", "cusum", "ewma", "alert", "detector", "quiet"):
+            setattr(fresh, name, state.get(name, getattr(fresh, name)))
+        fresh.recent = [list(row) for row in state.get("recent", [])]
+        fresh.self_ref = [list(row) for row in state.get("self_ref", [])]
         return fresh
-    for key, default in fresh.items():
-        value = state.get(key, default)
-        fresh[key] = [list(row) for row in value] if isinstance(default, list) else value
-    return fresh
+
+    def to_dict(self) -> dict:
+        return {
+            "v": _STATE_VERSION,
+            "turns": self.turns,
+            "cusum": self.cusum,
+            "ewma": self.ewma,
+            "alert": self.alert,
+            "detector": self.detector,
+            "quiet": self.quiet,
+            "recent": [list(row) for row in self.recent],
+            "self_ref": [list(row) for row in self.self_ref],
+        }
+
+    def report(self, params: DriftParams | None = None) -> DriftReport:
+        h, limit = thresholds(params)
+        return DriftReport(
+            score=float(self.ewma),
+            alert=bool(self.alert),
+            detector=self.detector,
+            cusum=float(self.cusum),
+            threshold=float(h),
+            dispersion=_dispersion(self.recent),
+            turns=int(self.turns),
+            ewma_limit=float(limit),
+        )
 
 
 def reset(state: dict | None, rebaseline: bool = False) -> dict:
@@ -305,11 +335,11 @@ def reset(state: dict | None, rebaseline: bool = False) -> dict:
 
     ``rebaseline`` also forgets the no-persona self-reference, so the next turns define a new "normal".
     """
-    st = _load_state(state)
-    st.update(cusum=0.0, ewma=0.0, alert=False, detector=None, quiet=0)
+    st = DriftState.from_dict(state)
+    st.cusum, st.ewma, st.alert, st.detector, st.quiet = 0.0, 0.0, False, None, 0
     if rebaseline:
-        st["self_ref"] = []
-    return st
+        st.self_ref = []
+    return st.to_dict()
 
 
 def _dispersion(recent: list[list[float]]) -> float:
@@ -332,61 +362,39 @@ def update(
     if not all(math.isfinite(v) for v in dims) or (distance is not None and not math.isfinite(distance)):
         raise ValueError("observation values must be finite")
     h, limit = thresholds(params)
-    st = _load_state(state)
-    st["turns"] += 1
-    st["recent"] = ([*st["recent"], [min(1.0, max(0.0, v)) for v in dims]])[-params.dispersion_window :]
+    st = DriftState.from_dict(state)
+    st.turns += 1
+    st.recent = [*st.recent, [min(1.0, max(0.0, v)) for v in dims]][-params.dispersion_window :]
 
     reference = baseline
     if reference is None:
-        if len(st["self_ref"]) < params.warmup_turns:
-            st["self_ref"].append(dims)  # this turn is part of the reference: not scored
+        if len(st.self_ref) < params.warmup_turns:
+            st.self_ref.append(dims)  # this turn is part of the reference: not scored
         else:
-            rows = st["self_ref"][: params.warmup_turns]
+            rows = st.self_ref[: params.warmup_turns]
             reference = Baseline.from_exemplars([], [dict(zip(DIMENSIONS, row, strict=True)) for row in rows])
     s = standardized_statistic(obs, reference) if reference is not None else None
 
     if s is not None:
         lam = params.ewma_lambda
-        st["cusum"] = min(max(0.0, st["cusum"] + s - params.k_ref), CUSUM_CAP_FACTOR * h)
-        st["ewma"] = lam * s + (1.0 - lam) * st["ewma"]
-        fired_cusum, fired_ewma = st["cusum"] > h, st["ewma"] > limit
-        if st["alert"]:
+        st.cusum = min(max(0.0, st.cusum + s - params.k_ref), CUSUM_CAP_FACTOR * h)
+        st.ewma = lam * s + (1.0 - lam) * st.ewma
+        fired_cusum, fired_ewma = st.cusum > h, st.ewma > limit
+        if st.alert:
             if fired_cusum or fired_ewma:
-                st["quiet"] = 0
+                st.quiet = 0
             else:
-                st["quiet"] += 1
-                if st["quiet"] >= params.cooldown:
-                    st.update(alert=False, detector=None, quiet=0, cusum=0.0)
+                st.quiet += 1
+                if st.quiet >= params.cooldown:
+                    st.alert, st.detector, st.quiet, st.cusum = False, None, 0, 0.0
         elif fired_cusum or fired_ewma:
-            st.update(alert=True, detector="cusum" if fired_cusum else "ewma", quiet=0)
-
-    report = DriftReport(
-        score=float(st["ewma"]),
-        alert=bool(st["alert"]),
-        detector=st["detector"],
-        cusum=float(st["cusum"]),
-        threshold=float(h),
-        dispersion=_dispersion(st["recent"]),
-        turns=int(st["turns"]),
-        ewma_limit=float(limit),
-    )
-    return st, report
+            st.alert, st.detector, st.quiet = True, "cusum" if fired_cusum else "ewma", 0
+    return st.to_dict(), st.report(params)
 
 
 def report(state: dict | None, params: DriftParams | None = None) -> DriftReport:
     """The report of a stored state, without folding in a new turn."""
-    st = _load_state(state)
-    h, limit = thresholds(params)
-    return DriftReport(
-        score=float(st["ewma"]),
-        alert=bool(st["alert"]),
-        detector=st["detector"],
-        cusum=float(st["cusum"]),
-        threshold=float(h),
-        dispersion=_dispersion(st["recent"]),
-        turns=int(st["turns"]),
-        ewma_limit=float(limit),
-    )
+    return DriftState.from_dict(state).report(params)
 
 
 def view(state: dict | None, params: DriftParams | None = None) -> dict:

@@ -23,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from redis.backoff import ExponentialWithJitterBackoff
 
 from app.store.base import REFUSED, SessionDeleted, StoreUnavailable, Turn, TurnStore
 from app.store.spill_file import SpillFile
@@ -63,6 +64,8 @@ class ResilientHistory:
         self.write_timeout_s = write_timeout_s
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
+        # redis-py's exponential backoff with jitter between failed replays (the same policy as its clients')
+        self._backoff = ExponentialWithJitterBackoff(cap=retry_max_s, base=retry_min_s)
         # applies a spilled turn's pending drift update in the store, returning the turn with its final drift
         self.apply_state = apply_state
         # set while the store is believed reachable (the circuit breaker's event); replay waits for it
@@ -309,29 +312,30 @@ class ResilientHistory:
 
     # replay
     async def _replay_loop(self) -> None:
-        delay = self.retry_min_s
+        failures = 0
         while True:
             try:
-                delay = await self._replay_step(delay)
+                failures = await self._replay_step(failures)
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let the task die: the spill would stop draining
                 log.exception("history replay step failed")
                 await asyncio.sleep(self.retry_max_s)
 
-    async def _replay_step(self, delay: float) -> float:
-        """Replay the oldest spilled turn (or wait for one); return the next backoff delay."""
+    async def _replay_step(self, failures: int) -> int:
+        """Replay the oldest spilled turn (or wait for one); return the consecutive failed attempts so far (the
+        backoff's exponent: 0 after a success)."""
         if not self._queue:
             self._wake.clear()
             await self._wake.wait()
             # a turn was just spilled because the store failed: give it a moment before retrying
             await asyncio.sleep(self.retry_min_s)
-            return delay
+            return failures
         if self.store_reachable is not None and not self.store_reachable.is_set():
             await self.store_reachable.wait()  # the breaker's probe says when the store answers again
         async with self._lock:
             if not self._queue:
-                return delay
+                return failures
             head = self._queue[0]
             t0 = time.perf_counter()
             try:
@@ -351,7 +355,7 @@ class ResilientHistory:
                     self._popleft()
                     self._count_dropped(1)
                 self._after_pop()
-                return delay
+                return failures
             else:
                 retry = False
             if not retry:
@@ -364,9 +368,9 @@ class ResilientHistory:
                     else:
                         self._replayed += 1
                 self._after_pop()
-                return self.retry_min_s
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-        return min(delay * 2, self.retry_max_s)
+                return 0
+        await asyncio.sleep(self._backoff.compute(failures + 1))
+        return failures + 1
 
     def _after_pop(self) -> None:
         if not self._queue:
