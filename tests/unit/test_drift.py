@@ -259,7 +259,16 @@ def test_state_round_trips_through_json_and_input_is_not_mutated():
         direct, r_direct = update(direct, obs, b)
         assert r_json == r_direct
     assert direct == via_json
-    assert set(r_direct.public()) == {"score", "alert", "detector", "cusum", "threshold", "dispersion", "turns"}
+    assert set(r_direct.public()) == {
+        "score",
+        "alert",
+        "detector",
+        "cusum",
+        "threshold",
+        "ewma_limit",
+        "dispersion",
+        "turns",
+    }
     json.dumps(r_direct.public())
     # No-persona state (self reference) round-trips too.
     state, _ = run([Observation(None, 0.5, 0.5, 0.5)] * 4, None)
