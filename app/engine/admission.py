@@ -158,7 +158,7 @@ class Admission:
         self.metrics.queue_wait.observe(waited)
         request = handle.request
         assembler = TextAssembler(tokenizer, request.params.stop, cut_at=request.cut_at)
-        return Row(handle, assembler, RowSampler.create(request.params, request.matcher), now)
+        return Row(handle, assembler, RowSampler.create(request.params, request.matcher, request.guard), now)
 
     def finished(self, now: float) -> None:
         self._finished_at.append(now)

@@ -51,6 +51,7 @@ class GenerationRequest:
     matcher: Any = None  # an llguidance LLMatcher constraining this row (structured output, tool calls)
     emit_text: bool = True  # False: no TokenEvents (the service turns the whole text into tool calls)
     cut_at: tuple[str, ...] = ()  # text from the first of these on is generated but not streamed (a tool call)
+    guard: Any = None  # a fresh string_guard.StringGuard for structured output (repetition inside JSON strings)
 
 
 class Outbox:

@@ -10,10 +10,13 @@ slipped past validation, NaN logits, a grammar with no allowed token) fails alon
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from app.engine.string_guard import StringGuard
 
 # Below these a softmax over float32 logits under/overflows; the API refuses such values and the engine clamps.
 MIN_TEMPERATURE = 0.01
@@ -67,10 +70,11 @@ class RowSampler:
     generator: torch.Generator | None = None
     counts: dict[int, int] = field(default_factory=dict)
     _mask: np.ndarray | None = None
+    guard: StringGuard | None = None  # repetition guard inside JSON strings (structured output only)
 
     @classmethod
-    def create(cls, params: SamplingParams, matcher: Any = None) -> RowSampler:
-        return cls(params, matcher, make_generator(params))
+    def create(cls, params: SamplingParams, matcher: Any = None, guard: StringGuard | None = None) -> RowSampler:
+        return cls(params, matcher, make_generator(params), guard=guard)
 
     @property
     def penalized(self) -> bool:
@@ -94,6 +98,13 @@ class RowSampler:
             row.index_add_(0, ids, -(p.frequency_penalty * counts + p.presence_penalty))
         if self.matcher is not None:
             row.masked_fill_(~torch.from_numpy(self._allowed(row.shape[0])), float("-inf"))
+        if self.guard is not None:
+            banned = torch.tensor([t for t in self.guard.banned() if t < row.shape[0]], dtype=torch.long)
+            if banned.numel():
+                kept = row[banned].clone()
+                row[banned] = float("-inf")
+                if not bool(torch.isfinite(row).any()):  # the grammar allows nothing else: let it repeat
+                    row[banned] = kept
 
     def _allowed(self, vocab: int) -> np.ndarray:
         words = (vocab + 31) // 32
@@ -110,6 +121,8 @@ class RowSampler:
             self.counts[token] = self.counts.get(token, 0) + 1
         if self.matcher is not None and not self.matcher.consume_token(token):
             raise ValueError(f"grammar refused token {token}: {self.matcher.get_error()}")
+        if self.guard is not None:
+            self.guard.accept(token)
 
     @property
     def grammar_done(self) -> bool:
