@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast fuzz bench bench-deps lint style system-deps provision clean dashboard-png
+.PHONY: install run test test-fast fuzz bench bench-deps lint style system-deps provision clean dashboard-png console-png test-tracing
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,13 +24,15 @@ provision: $(STAMP)
 	$(BIN)/tonewatch provision
 
 # Debian packages the tests use: a real Redis, promtool/prometheus, docker-compose for config validation, nginx as
-# the load balancer in front of several replicas.
+# the load balancer in front of several replicas, chromium + its driver for the console's browser test.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
@@ -49,7 +51,7 @@ test: $(STAMP) system-deps style
 	wait $$mypy; typed=$$?; echo "mypy:"; cat .mypy.log; \
 	[ $$rc -eq 0 ] && [ $$typed -eq 0 ]
 	$(MAKE) --no-print-directory provision
-	$(PYTEST) -m model -n 2 --dist loadfile; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+	$(PYTEST) -m "model and not phoenix" -n 2 --dist loadfile; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 # The inner loop: no model, no servers (unit logic and ops configs).
 test-fast: $(STAMP)
@@ -99,3 +101,19 @@ clean:
 # The README's dashboard picture: the e2e Prometheus test renders the panels it queried from live data.
 dashboard-png: install system-deps
 	TONEWATCH_DASHBOARD_PNG=bench/results/dashboard.png $(BIN)/python -m pytest -q tests/integration/test_prometheus_e2e.py
+
+# The README's console pictures: the console's browser test saves the three pages it drove (docs/console/*.png).
+console-png: install system-deps
+	TONEWATCH_CONSOLE_PNG_DIR=docs/console $(BIN)/python -m pytest -q tests/e2e/test_console_browser.py
+
+# OpenTelemetry against a real receiver with a UI: Arize Phoenix (PyPI, ~850 MB with its dependencies, so its own
+# venv and not part of `make test`, which keeps its light real-receiver test: tests/api/test_tracing.py).
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_PKG := arize-phoenix==20.26.1
+$(PHOENIX_VENV)/.installed:
+	test -x $(PHOENIX_VENV)/bin/python || $(PY) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/pip install -q '$(PHOENIX_PKG)'
+	touch $@
+
+test-tracing: install $(PHOENIX_VENV)/.installed
+	$(PYTEST) tests/unit/test_telemetry.py tests/api/test_tracing.py tests/e2e/test_tracing_phoenix.py

@@ -88,6 +88,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_main(rest) or 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Session turns from a running server to JSON Lines or Parquet (app/export.py)."""
+    from pathlib import Path
+
+    import httpx
+
+    from app.export import FILTERS, ExportFailed, turns, write
+
+    key = os.environ.get("TONEWATCH_API_KEY")
+    if not key:
+        print("error: set TONEWATCH_API_KEY to a client key or the admin token", file=sys.stderr)
+        return 2
+    out = Path(args.output or f"sessions.{args.format}")
+    partial = out.with_name(out.name + ".partial")  # a failed export leaves no half file under the real name
+    params = {name: getattr(args, name) for name in FILTERS}
+    try:
+        with httpx.Client(base_url=args.url, timeout=httpx.Timeout(30.0, read=300.0)) as client:
+            count = write(turns(client, params, {"Authorization": f"Bearer {key}"}), partial, args.format)
+    except (ExportFailed, httpx.HTTPError) as exc:
+        partial.unlink(missing_ok=True)
+        print(f"error: export failed: {exc}", file=sys.stderr)
+        return 1
+    partial.replace(out)
+    print(f"{count} turns -> {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
     parser = argparse.ArgumentParser(prog="tonewatch", description="Tone-consistency evaluation service")
@@ -96,6 +123,25 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="interface to bind (default: TONEWATCH_HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: TONEWATCH_PORT, else 8000)")
     serve.set_defaults(func=cmd_serve)
+    export = sub.add_parser(
+        "export",
+        help="session turns from a server to JSON Lines or Parquet (key: $TONEWATCH_API_KEY)",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    export.add_argument("--url", default="http://127.0.0.1:8000", help="the Tonewatch server")
+    export.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl", help="output format")
+    export.add_argument("-o", "--output", help="output file (default: sessions.<format>)")
+    export.add_argument(
+        "--alerting",
+        type=lambda v: {"true": True, "false": False}[v.lower()],
+        help="true | false: only sessions (not) in drift alarm (default: both)",
+    )
+    for name in ("adapter", "persona", "label"):
+        export.add_argument(f"--{name}", help=f"only sessions whose last turn had this {name} (default: any)")
+    export.add_argument("--since", type=float, help="last activity at or after, unix seconds (default: any)")
+    export.add_argument("--until", type=float, help="last activity at or before, unix seconds (default: any)")
+    export.add_argument("--order", choices=["recent", "drift"], default="recent", help="session order")
+    export.set_defaults(func=cmd_export)
     prov = sub.add_parser("provision", help="prepare model caches (no network)")
     prov.set_defaults(func=cmd_provision)
     style = sub.add_parser(

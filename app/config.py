@@ -105,6 +105,14 @@ class Settings(BaseSettings):
         "the model's context leaves after the prompt.",
     )
     max_prompt_tokens: int = Field(2048, ge=1)
+    json_string_guard: int = Field(
+        4,
+        ge=0,
+        le=16,
+        description="Structured output (response_format json_*): inside a JSON string, a token that would repeat an "
+        "n-gram of this many tokens already in that string is excluded, so a small model cannot loop in one value "
+        "until the length cap (bench/structured.py); 0 turns the guard off.",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Queue wait after which a request gets 504.")
     max_body_bytes: int = Field(1 << 20, ge=1024)
     # ---- gateway mode: generation on an OpenAI-compatible upstream instead of the embedded model

@@ -72,6 +72,12 @@ class Forbidden(TonewatchError):
     code = "disabled"
 
 
+class NotYourSession(TonewatchError):
+    """A client key writing into a session that another key created (each key sees only its own sessions)."""
+
+    code = "session_owned_by_another_key"
+
+
 class QueueFull(TonewatchError):
     code = "queue_full"
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import adapters, chat, completions, health, personas, score, sessions
+from app.api import adapters, chat, completions, console, health, personas, score, sessions
 from app.api.errors import install_error_handlers
 from app.api.middleware import ServiceMiddleware
 from app.api.openapi import install_openapi
@@ -38,6 +39,8 @@ from app.store.factory import open_store
 from app.store.guard import GuardedStore
 from app.store.spill import ResilientHistory
 from app.system import one_torch_thread
+from app.telemetry import Telemetry, build_telemetry, enabled_by_env
+from app.telemetry.asgi import TracingMiddleware
 
 log = logging.getLogger("tonewatch")
 
@@ -55,13 +58,16 @@ async def build_embedded(
         stack.registry,
         base_name=stack.source.name,
         max_new_tokens=settings.max_new_tokens,
+        json_string_guard=settings.json_string_guard,
         max_prompt_tokens=settings.max_prompt_tokens,
         started_at=started_at,
     )
     return backend, EmbeddedAdapters(stack.registry), stack.source.name, notes
 
 
-async def build_upstream(settings: Settings, metrics: Metrics) -> tuple[ChatBackend, AdapterService, str, list[str]]:
+async def build_upstream(
+    settings: Settings, metrics: Metrics, telemetry: Telemetry
+) -> tuple[ChatBackend, AdapterService, str, list[str]]:
     """Gateway mode: generation on an OpenAI-compatible upstream; no local LM is loaded (start-up in seconds)."""
     assert settings.upstream_url is not None
     key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
@@ -74,6 +80,7 @@ async def build_upstream(settings: Settings, metrics: Metrics) -> tuple[ChatBack
         max_connections=settings.upstream_max_connections,
         metrics=metrics,
     )
+    telemetry.instrument_http_client(client.http)  # the caller's trace goes on to the engine (traceparent)
     backend = UpstreamBackend(client, metrics, models_ttl_s=settings.upstream_models_ttl_s)
     notes = []
     try:
@@ -104,8 +111,14 @@ async def build_state(settings: Settings) -> AppState:
     metrics = Metrics()
     started_at = time.time()
     platform = platform_for(settings)
+    telemetry = build_telemetry(
+        metrics,
+        provider=settings.upstream_name if settings.gateway else "tonewatch",
+        redact_text=settings.history_redact,
+        server_address=settings.upstream_url,
+    )
     if settings.gateway:
-        backend, adapter_service, base_name, notes = await build_upstream(settings, metrics)
+        backend, adapter_service, base_name, notes = await build_upstream(settings, metrics, telemetry)
     else:
         backend, adapter_service, base_name, notes = await build_embedded(settings, metrics, started_at, platform)
     scorer = await load_scorer(settings, metrics, platform)
@@ -137,12 +150,14 @@ async def build_state(settings: Settings) -> AppState:
         redact_text=settings.history_redact,
         replica=settings.replica_name,
     )
+    await history.start()
     tone = ToneService(
         scorer,
         default_persona=settings.default_persona,
         history=history,
         score_sources=settings.score_sources,
         served_models=backend.served_labels,
+        telemetry=telemetry,
     )
     canary = CanaryService(store, metrics, scorer.personas)
     applier = ReplicaApplier(tone, adapter_service, canary)
@@ -156,8 +171,9 @@ async def build_state(settings: Settings) -> AppState:
         canary=canary,
         on_canary_decision=admin.canary_decided,
         score_responses=settings.score_responses,
+        telemetry=telemetry,
     )
-    chat_service = ChatService(backend, recorder, tone, canary)
+    chat_service = ChatService(backend, recorder, tone, canary, telemetry=telemetry)
     return AppState(
         settings=settings,
         metrics=metrics,
@@ -176,6 +192,7 @@ async def build_state(settings: Settings) -> AppState:
         started_at=started_at,
         startup_notes=notes,
         platform=platform,
+        telemetry=telemetry,
     )
 
 
@@ -191,10 +208,12 @@ def seed_document(settings: Settings) -> dict:
 async def close_state(state: AppState) -> None:
     await state.control.stop()
     await state.recorder.drain()
+    await state.history.stop()
     await state.backend.close()
     state.tone.scorer.close()
     await state.spill.stop()
     await state.store.close()
+    await state.telemetry.shutdown()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -217,7 +236,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.tw = None
     install_error_handlers(app)
-    for module in (health, chat, completions, score, personas, sessions, adapters):
+    for module in (health, chat, completions, score, personas, sessions, adapters, console):
         app.include_router(module.router)
     app.add_middleware(
         ServiceMiddleware,
@@ -225,5 +244,9 @@ def create_app(settings: Settings) -> FastAPI:
         metrics_provider=lambda: app.state.tw.metrics if app.state.tw else None,
         replica=settings.replica_name,
     )
+    if enabled_by_env(os.environ):  # outermost: the server span covers the body read and the 413s too
+        app.add_middleware(
+            TracingMiddleware, telemetry_provider=lambda: app.state.tw.telemetry if app.state.tw else None
+        )
     install_openapi(app, settings)
     return app

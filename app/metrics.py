@@ -145,8 +145,18 @@ class Metrics:
             ["adapter", "persona"],
             registry=r,
         )
-        self.sessions_active = Gauge("tonewatch_sessions_active", "Sessions with a turn in the last hour.", registry=r)
-        self.sessions_drifting = Gauge("tonewatch_sessions_drifting", "Active sessions in drift alarm.", registry=r)
+        # store-wide counts from the session index: every replica reports the same value (aggregate with max())
+        self.sessions_active = Gauge(
+            "tonewatch_sessions_active",
+            "Sessions with a turn in the last hour, in the whole store (the same on every replica: use max()).",
+            registry=r,
+        )
+        self.sessions_drifting = Gauge(
+            "tonewatch_sessions_drifting",
+            "Sessions active in the last hour whose drift detector is in alarm, store-wide (use max()); list them "
+            "with GET /v1/sessions?alerting=true or the console.",
+            registry=r,
+        )
         self.history_write_seconds = Histogram(
             "tonewatch_history_write_seconds", "Time to persist one turn.", buckets=IO_BUCKETS, registry=r
         )
@@ -248,6 +258,20 @@ class Metrics:
             "Upstream time to the first streamed text, per model.",
             ["model"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # OpenTelemetry export (only when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set)
+        self.otel_dropped = Counter(
+            "tonewatch_otel_dropped",
+            "Spans (signal=traces) and log-based events (signal=logs) not exported because the export queue was full: "
+            "the collector is down or slower than the traffic; raise OTEL_BSP_MAX_QUEUE_SIZE or fix the collector.",
+            ["signal"],
+            registry=r,
+        )
+        self.otel_export_failures = Counter(
+            "tonewatch_otel_export_failures",
+            "Spans and events the OTLP exporter failed to deliver (after its retries); requests are not affected.",
+            ["signal"],
             registry=r,
         )
         self.latency_spikes = Counter(

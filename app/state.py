@@ -18,6 +18,7 @@ from app.services.tone import ToneService
 from app.services.turns import TurnRecorder
 from app.store.guard import GuardedStore
 from app.store.spill import ResilientHistory
+from app.telemetry import NO_TELEMETRY, Telemetry
 
 
 @dataclass
@@ -39,3 +40,4 @@ class AppState:
     started_at: float
     startup_notes: list[str] = field(default_factory=list)  # e.g. adapters skipped at start-up, shown in /readyz
     platform: PlatformReport | None = None  # the CPU and the choices measured for it, shown in /readyz
+    telemetry: Telemetry = NO_TELEMETRY  # OpenTelemetry export (app.telemetry), a no-op unless OTEL_* configure it

@@ -17,6 +17,8 @@ from bench import (
     scoring,
     serving,
     sessions_index,
+    structured,
+    tracing,
 )
 
 SECTIONS = {
@@ -29,8 +31,10 @@ SECTIONS = {
     "scoring": scoring.run,
     "history": history.run,
     "sessions_index": sessions_index.run,
+    "structured": structured.run,
     "drift": drift.run,
     "canary": canary.run,
+    "tracing": tracing.run,
 }
 
 

@@ -74,8 +74,8 @@ def connection_probe(request: Request):
         }
     },
 )
-async def chat_completions(request: Request, chat: ChatDep, _: ClientDep) -> Response:
-    call = await chat.prepare(await read_json(request))
+async def chat_completions(request: Request, chat: ChatDep, principal: ClientDep) -> Response:
+    call = await chat.prepare(await read_json(request), owner=principal.owner)
     request.state.adapter_label = call.served.label
     if call.stream:
         chunks = await chat.stream(call)

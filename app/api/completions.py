@@ -35,8 +35,8 @@ def _body_doc(model) -> dict:
     responses={**STREAMED, **error_responses(400, 401, 404, 429, 500, 502, 503, 504)},
     openapi_extra=_body_doc(CompletionRequest),
 )
-async def completions(request: Request, chat: ChatDep, _: ClientDep) -> Response:
-    call = await chat.prepare(await read_json(request), kind="completion")
+async def completions(request: Request, chat: ChatDep, principal: ClientDep) -> Response:
+    call = await chat.prepare(await read_json(request), kind="completion", owner=principal.owner)
     request.state.adapter_label = call.served.label
     if call.stream:
         return StreamingResponse(sse(await chat.stream(call)), media_type="text/event-stream", headers=STREAM_HEADERS)
@@ -58,8 +58,8 @@ async def response_events(events: AsyncIterator[tuple[str, dict]]) -> AsyncItera
     responses={**STREAMED, **error_responses(400, 401, 404, 429, 500, 502, 503, 504)},
     openapi_extra=_body_doc(ResponseRequest),
 )
-async def responses(request: Request, service: ResponsesDep, _: ClientDep) -> Response:
-    call, req = await service.prepare(await read_json(request))
+async def responses(request: Request, service: ResponsesDep, principal: ClientDep) -> Response:
+    call, req = await service.prepare(await read_json(request), owner=principal.owner)
     request.state.adapter_label = call.served.label
     if call.stream:
         events = await service.stream(call, req)

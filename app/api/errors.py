@@ -27,6 +27,7 @@ _STATUS: dict[type[e.TonewatchError], tuple[int, str]] = {
     e.InvalidRequest: (400, "invalid_request_error"),
     e.Unauthorized: (401, "authentication_error"),
     e.Forbidden: (403, "permission_error"),
+    e.NotYourSession: (403, "permission_error"),
     e.ModelNotFound: (404, "invalid_request_error"),
     e.NotFound: (404, "invalid_request_error"),
     e.Conflict: (409, "invalid_request_error"),

@@ -21,7 +21,7 @@ router = APIRouter(route_class=JsonRoute)
     response_model_exclude_none=True,
     responses=error_responses(400, 401, 404, 503),
 )
-async def score(body: ScoreRequest, request: Request, tone: ToneDep, _: ClientDep) -> dict[str, Any]:
+async def score(body: ScoreRequest, request: Request, tone: ToneDep, principal: ClientDep) -> dict[str, Any]:
     request.state.adapter_label = tone.source_label(body.adapter)
-    results = await tone.score_request(body)
+    results = await tone.score_request(body, owner=principal.owner)
     return {"object": "tone.score", "persona": body.persona, "results": results}

@@ -41,6 +41,7 @@ class ChatCall:
     prompt_text: str | None  # the last user message, for history
     kind: str = "chat"  # "chat" (messages) | "completion" (a raw prompt, /v1/completions) | "response" (/v1/responses)
     experiment: Assignment | None = None  # the canary assignment of this session's request, when it is part of one
+    owner: str | None = None  # the client key's id, recorded on the turn (api/auth.Principal.owner)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from app.engine.adapters import AdapterRegistry
 from app.engine.constraints import TOOL_OPEN, Grammars
 from app.engine.events import DoneEvent, ErrorEvent, GenerationRequest, RequestHandle, TokenEvent
 from app.engine.sampling import Pick, SamplingParams
+from app.engine.string_guard import NGRAM, StringGuard, TokenTexts
 from app.engine.worker import Engine
 from app.errors import ContextLengthExceeded, InvalidRequest, RequestInvalid, UnsupportedField
 from app.schemas.chat import UNSUPPORTED_FIELDS, ChatCompletionRequest
@@ -68,6 +69,7 @@ class EmbeddedBackend:
         max_new_tokens: int,
         max_prompt_tokens: int,
         started_at: float,
+        json_string_guard: int = NGRAM,
     ):
         self.engine = engine
         self.tokenizer = tokenizer
@@ -79,6 +81,8 @@ class EmbeddedBackend:
         self.vocab_size = int(getattr(engine.model.config, "vocab_size", len(tokenizer)))
         self.context = int(getattr(engine.model.config, "max_position_embeddings", 0) or 1 << 30)
         self.grammars = Grammars(tokenizer, self.vocab_size, engine.eos_ids)
+        self.json_string_guard = json_string_guard  # n-gram size of the guard inside JSON strings; 0: off
+        self._token_texts: TokenTexts | None = None
         self.native_tools = supports_native_tools(tokenizer)
 
     # ---- requests -------------------------------------------------------------------------------------------
@@ -201,6 +205,11 @@ class EmbeddedBackend:
             ]
         assert isinstance(req, ChatCompletionRequest)
         ids, p, matcher = await asyncio.to_thread(self._encode_chat, req)
+        guard = None
+        if p.structured and matcher is not None and self.json_string_guard:
+            if self._token_texts is None:
+                self._token_texts = await asyncio.to_thread(TokenTexts.of, self.tokenizer, self.vocab_size)
+            guard = StringGuard(self._token_texts, self.json_string_guard)
         request = GenerationRequest(
             ids,
             params,
@@ -209,6 +218,7 @@ class EmbeddedBackend:
             matcher=matcher,
             emit_text=p.tool_mode != "required",
             cut_at=(TOOL_OPEN,) if p.tool_mode == "auto" else (),
+            guard=guard,
         )
         return [_Submitted(self.engine.submit(request), p)]
 

@@ -58,8 +58,9 @@ class ResponsesService:
         call.kind, call.request_id = "response", "resp_" + uuid.uuid4().hex
         return call, req
 
-    async def prepare(self, raw: dict[str, Any]) -> tuple[ChatCall, ResponseRequest]:
+    async def prepare(self, raw: dict[str, Any], owner: str | None = None) -> tuple[ChatCall, ResponseRequest]:
         call, req = self.parse(raw)
+        await self.chat.claim(call, owner)
         await self.chat.route_experiment(call, req.model)
         return call, req
 

@@ -65,8 +65,9 @@ class SessionDrift:
 
         def step(state: dict | None) -> dict:
             applied = list((state or {}).get("applied", []))
+            holder["before"] = drift.report(state, params)
             if request_id in applied:  # a replay of an update the store already has
-                holder["report"] = drift.report(state, params)
+                holder["report"] = holder["before"]
                 return dict(state or {})
             new_state, holder["report"] = drift.update(state, obs, baseline, params)
             new_state["applied"] = [*applied, request_id][-APPLIED_MEMORY:]
@@ -83,19 +84,19 @@ class SessionDrift:
         ts: float,
         *,
         behind_spill: bool,
-    ) -> tuple[drift.DriftReport, bool]:
-        """Fold one turn into the session's state; (report, provisional)."""
+    ) -> tuple[drift.DriftReport, bool, bool]:
+        """Fold one turn into the session's state; (report, provisional, alarm before this turn)."""
         key = session_state_key(session_id, "drift")
         holder: dict[str, drift.DriftReport] = {}
         step = self._stepper(request_id, obs, baseline, holder)
         if not behind_spill:
             try:
                 self._remember(key, await self.store.update_state(key, step, created_after=ts))
-                return holder["report"], False
+                return holder["report"], False, holder["before"].alert
             except (StoreUnavailable, SessionDeleted):
                 pass
         self._remember(key, step(self._local.get(key)))
-        return holder["report"], True
+        return holder["report"], True, holder["before"].alert
 
     async def apply_pending(self, turn: Turn) -> Turn:
         """Replay: apply a spilled turn's drift update to the store's state; the turn with its final drift."""

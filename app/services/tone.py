@@ -12,6 +12,7 @@ from app.schemas.score import PersonaBody, ScoreRequest
 from app.scoring.personas import Persona
 from app.scoring.scorer import ToneScorer
 from app.services.history import HistoryService, TurnInput
+from app.telemetry import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger("tonewatch.tone")
 EXTERNAL = "external"
@@ -26,7 +27,9 @@ class ToneService:
         history: HistoryService | None = None,
         score_sources: list[str] | None = None,
         served_models: Callable[[], set[str]] = set,
+        telemetry: Telemetry = NO_TELEMETRY,
     ):
+        self.telemetry = telemetry  # a span per scoring call; /v1/score's results as evaluation events
         self.scorer = scorer
         self.default_persona = default_persona
         self.history = history
@@ -110,11 +113,22 @@ class ToneService:
     async def score(
         self, texts: list[str], *, persona: str | None, label: str, include_embedding: bool = False
     ) -> list[dict[str, Any]]:
-        return await self.scorer.score(texts, persona=persona, label=label, include_embedding=include_embedding)
+        with self.telemetry.span("tonewatch.tone_score", {"tonewatch.texts": len(texts)}):
+            return await self.scorer.score(texts, persona=persona, label=label, include_embedding=include_embedding)
 
-    async def score_request(self, body: ScoreRequest) -> list[dict[str, Any]]:
+    async def score_request(self, body: ScoreRequest, owner: str | None = None) -> list[dict[str, Any]]:
+        source = body.adapter or EXTERNAL
+        with self.telemetry.score_call(session_id=body.session_id, source=source, texts=len(body.texts)):
+            results = await self._score_request(body, owner)
+            for index, result in enumerate(results):
+                self.telemetry.evaluations(result, index=index)
+        return results
+
+    async def _score_request(self, body: ScoreRequest, owner: str | None) -> list[dict[str, Any]]:
         source = body.adapter or EXTERNAL
         label = self.source_label(body.adapter)
+        if body.session_id and self.history is not None:
+            await self.history.claim(body.session_id, owner)
         results = await self.score(
             body.texts, persona=body.persona, label=label, include_embedding=body.include_embedding
         )
@@ -132,6 +146,7 @@ class ToneService:
                         response=text,
                         tone=tone,
                         kind="score",
+                        owner=owner,
                     )
                 )
         return results

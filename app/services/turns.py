@@ -23,6 +23,7 @@ from app.metrics import Metrics
 from app.services.canary import Assignment, CanaryService
 from app.services.history import HistoryService, TurnInput
 from app.services.tone import ToneService
+from app.telemetry import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger("tonewatch.turns")
 
@@ -44,6 +45,7 @@ class GeneratedTurn:
     score: bool = True  # False for cancelled / failed turns and tool-call-only answers
     tone_basis: str = "text"  # "json_string_values": a structured answer, judged on its string values
     experiment: Assignment | None = None  # the canary assignment, when this session is part of a canary rollout
+    owner: str | None = None  # the client key's id (the session's owner when this turn creates it)
 
 
 class TurnRecorder:
@@ -56,7 +58,9 @@ class TurnRecorder:
         canary: CanaryService,
         on_canary_decision: Callable[[str], Awaitable[None]],
         score_responses: bool = True,
+        telemetry: Telemetry = NO_TELEMETRY,
     ):
+        self.telemetry = telemetry  # tone evaluations as events of the generation's span; the history write a child
         self.tone = tone
         self.history = history
         self.metrics = metrics
@@ -79,6 +83,10 @@ class TurnRecorder:
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_log_failure)
 
+    async def claim(self, session_id: str | None, owner: str | None) -> None:
+        if self.history is not None:
+            await self.history.claim(session_id, owner)
+
     async def drain(self, timeout_s: float = 5.0) -> None:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
@@ -95,24 +103,27 @@ class TurnRecorder:
             [tone] = await self.tone.score([turn.text], persona=persona_name, label=turn.label)
             if turn.tone_basis != "text":
                 tone = {**tone, "basis": turn.tone_basis}
+            self.telemetry.evaluations(tone)
         out["tone"] = tone
         if turn.session_id and self.history is not None:
-            out["drift"] = await self.history.observe(
-                TurnInput(
-                    session_id=turn.session_id,
-                    source=turn.source,
-                    label=turn.label,
-                    persona=self.tone.persona(persona_name),
-                    prompt=turn.prompt,
-                    response=turn.text,
-                    tone=tone,
-                    request_id=turn.request_id,
-                    latency=turn.latency,
-                    finish_reason=turn.finish_reason,
-                    delivered=turn.delivered,
-                    kind=turn.kind,
+            with self.telemetry.span("tonewatch.history.write", {"gen_ai.conversation.id": turn.session_id}):
+                out["drift"] = await self.history.observe(
+                    TurnInput(
+                        session_id=turn.session_id,
+                        source=turn.source,
+                        label=turn.label,
+                        persona=self.tone.persona(persona_name),
+                        prompt=turn.prompt,
+                        response=turn.text,
+                        tone=tone,
+                        request_id=turn.request_id,
+                        latency=turn.latency,
+                        finish_reason=turn.finish_reason,
+                        delivered=turn.delivered,
+                        kind=turn.kind,
+                        owner=turn.owner,
+                    )
                 )
-            )
             self.metrics.turns_recorded.labels("true" if turn.delivered else "false").inc()
             if turn.experiment is not None and turn.finish_reason not in ("cancelled", "error"):
                 decision = await self.canary.observe(

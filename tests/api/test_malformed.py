@@ -255,7 +255,7 @@ def test_405_allow_lists_every_method_of_the_path(client, method, path, allowed)
 
 def test_unknown_routes_suggest_only_close_matches(client):
     for path, hint in [
-        ("/v1/sessions/", "/v1/sessions/{session_id}"),  # it said /v1/responses
+        ("/v1/sesions", "/v1/sessions"),  # /v1/sessions/ (before the session list existed) said /v1/responses
         ("/v1/chat/completion", "/v1/chat/completions"),
         ("/v1/scores", "/v1/score"),
         ("/v1/nothing/like/this", None),

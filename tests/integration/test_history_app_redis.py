@@ -21,14 +21,8 @@ SCRIPT = [FRIENDLY, FRIENDLY, ROBOTIC, ROBOTIC, FRIENDLY, ROBOTIC, ROBOTIC, ROBO
 
 
 def settings_for(url, tmp_path, **kw):
-    return Settings(
-        redis_url=url,
-        db_path=tmp_path / "tw.db",
-        adapter_root=tmp_path / "ad",
-        spill_path=tmp_path / "spill.jsonl",
-        admin_token=TOKEN,
-        **kw,
-    )
+    defaults = dict(db_path=tmp_path / "tw.db", adapter_root=tmp_path / "ad", spill_path=tmp_path / "spill.jsonl")
+    return Settings(redis_url=url, admin_token=TOKEN, **{**defaults, **kw})
 
 
 SOCKET_TIMEOUT_S = 1.0  # the Redis client's socket timeout (app/store/redis_store.py)
@@ -103,6 +97,38 @@ def test_outage_loses_no_turn_and_drift_state_equals_a_run_without_it(redis_serv
         assert all(t["drift"]["turns"] == t["seq"] for t in turns)  # each turn's drift was applied in order
         assert drift_of(client, "outage-1") == drift_of(client, "calm-1")
         assert len(turns_of(client, "outage-chat")) == 1
+        # the session index was rebuilt by the replay: listed once, with every turn and the final drift
+        listed = {s["session_id"]: s for s in client.get("/v1/sessions", headers=AUTH).json()["data"]}
+        assert sorted(listed) == ["calm-1", "outage-1", "outage-chat"]
+        assert listed["outage-1"]["turns"] == len(SCRIPT)
+        assert listed["outage-1"]["drift"] == {**listed["calm-1"]["drift"]}
+        assert sum(listed["outage-1"]["labels"].values()) == len(SCRIPT)
+
+
+def test_drifting_sessions_are_listed_exported_and_counted_after_a_restart(redis_server, tmp_path):
+    """The operator's path on Redis: alerting sessions of one persona, their export, and the gauges of a fresh
+    replica (the store's counts, not this process's memory)."""
+    server = redis_server(persistent=True)
+    with TestClient(create_app(settings_for(server.url, tmp_path))) as client:
+        for _ in range(4):
+            post_turn(client, "calm-2", 0)
+        for i in range(8):  # ends on a run of robotic answers: in alarm
+            r = post_turn(client, "drifty-2", i)
+        assert r.json()["results"][0]["drift"]["alert"] is True
+        alerting = client.get("/v1/sessions", params={"alerting": "true", "persona": "support-friendly"}, headers=AUTH)
+        assert [s["session_id"] for s in alerting.json()["data"]] == ["drifty-2"]
+        by_drift = client.get("/v1/sessions", params={"order": "drift"}, headers=AUTH).json()["data"]
+        assert [s["session_id"] for s in by_drift] == ["drifty-2", "calm-2"]
+        export = client.get("/v1/sessions/export", params={"order": "drift"}, headers=AUTH)
+        lines = [line for line in export.text.splitlines() if line]
+        assert len(lines) == 8 + 4 and '"session_id":"drifty-2"' in lines[0]
+    with TestClient(create_app(settings_for(server.url, tmp_path, spill_path=tmp_path / "second.jsonl"))) as client:
+        gauges = {
+            line.split()[0]: float(line.split()[1])
+            for line in client.get("/metrics").text.splitlines()
+            if line.startswith(("tonewatch_sessions_active ", "tonewatch_sessions_drifting "))
+        }
+        assert gauges == {"tonewatch_sessions_active": 2.0, "tonewatch_sessions_drifting": 1.0}
 
 
 def test_a_session_deleted_right_after_an_outage_stays_deleted(redis_server, tmp_path):

@@ -147,6 +147,17 @@ def test_compose_gateway_profile():
     assert "profiles" not in config["services"]["tonewatch"]  # the default stack is unchanged
 
 
+def test_compose_tracing_profile():
+    """`--profile tracing` adds Phoenix and a Tonewatch exporting to it, configured by OTEL_* variables only."""
+    env = dict(os.environ, TONEWATCH_ADMIN_TOKEN="test-token-0123456789")
+    _run([_tool("docker-compose"), "-f", str(COMPOSE_FILE), "--profile", "tracing", "config", "-q"], env=env)
+    config = yaml.safe_load(COMPOSE_FILE.read_text())
+    traced = config["services"]["tonewatch-traced"]
+    assert traced["profiles"] == ["tracing"] == config["services"]["phoenix"]["profiles"]
+    assert "phoenix:6006/v1/traces" in traced["environment"]["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    assert not any(k.startswith("OTEL_") for k in config["services"]["tonewatch"].get("environment", {}))
+
+
 def test_compose_requires_admin_token():
     env = {k: v for k, v in os.environ.items() if k != "TONEWATCH_ADMIN_TOKEN"}
     proc = subprocess.run(

@@ -1,0 +1,157 @@
+"""OpenTelemetry export cost: two `tonewatch serve` processes on the bundled model, one exporting every span and
+evaluation to a real OTLP/HTTP receiver (in this process, decoding the protobuf), one with no OTEL_* variables;
+closed-loop chat completions at 4 streams (each with a session, so scoring, history and drift run too), the two
+measured in alternating rounds (on, off, off, on, ...) so a drift in the machine's speed hits both alike.
+
+Issue 27's budget: export on costs <= 3% throughput and <= 2 ms p50 latency at 4 streams."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.common import PROMPTS, RESULTS, closed_loop, write
+
+STREAMS = 4
+REQUESTS_PER_STREAM = 6
+ROUNDS = 6  # per arm; the order alternates ABBA
+MAX_TOKENS = 32
+
+
+def _body(tag: str):
+    def body_for(idx: int, j: int) -> dict:
+        return {
+            "messages": [{"role": "user", "content": PROMPTS[(idx + j) % len(PROMPTS)]}],
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+            "session_id": f"bench-{tag}-{idx}",
+        }
+
+    return body_for
+
+
+def _platform(url: str) -> str:
+    return str(httpx.get(url + "/readyz", timeout=10).json().get("platform"))
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def run() -> dict:
+    from tests.support.otlp import Receiver
+    from tests.support.servers import ServerProcess, free_port
+
+    receiver = Receiver().start()
+    servers: dict[str, ServerProcess] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = {"TONEWATCH_MAX_NEW_TOKENS": str(MAX_TOKENS)}
+        otel = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_SERVICE_NAME": "tonewatch-bench",
+        }
+        envs = {}
+        for arm, env in (("on", otel), ("off", {})):
+            folder = Path(tmp) / arm
+            folder.mkdir()
+            envs[arm] = {
+                **base,
+                **env,
+                "TONEWATCH_DB_PATH": str(folder / "tw.db"),
+                "TONEWATCH_ADAPTER_ROOT": str(folder),
+            }
+            servers[arm] = ServerProcess(envs[arm], free_port())
+        try:
+            for server in servers.values():
+                server.wait_ready(timeout=300)
+            # the engine times its CPU paths at start-up; two processes that chose differently (lean decode on in
+            # one, off in the other) differ by more than export could cost: restart until both chose alike
+            platforms = {arm: _platform(server.base_url) for arm, server in servers.items()}
+            for _ in range(4):
+                if platforms["on"] == platforms["off"]:
+                    break
+                servers["off"].stop()
+                servers["off"] = ServerProcess(envs["off"], free_port())
+                servers["off"].wait_ready(timeout=300)
+                platforms["off"] = _platform(servers["off"].base_url)
+            rounds: dict[str, list[dict]] = {"on": [], "off": []}
+            for arm in ("on", "off"):  # warm-up, not recorded
+                asyncio.run(closed_loop(servers[arm].base_url, STREAMS, 2, _body(f"warm-{arm}")))
+            order = [arm for i in range(ROUNDS) for arm in (("on", "off") if i % 2 == 0 else ("off", "on"))]
+            for i, arm in enumerate(order):
+                result = asyncio.run(
+                    closed_loop(servers[arm].base_url, STREAMS, REQUESTS_PER_STREAM, _body(f"{arm}-{i}"))
+                )
+                rounds[arm].append(result)
+                print(
+                    f"  round {i:2d} export {arm:3s}: {result['tokens_per_s']:6.1f} tok/s, "
+                    f"p50 {result['latency_s']['p50'] * 1000:7.1f} ms, failures {result['failures']}"
+                )
+            time.sleep(6)  # the batch processor's schedule delay (5 s): the last spans reach the receiver
+            metrics = httpx.get(servers["on"].base_url + "/metrics").text
+        finally:
+            for server in servers.values():
+                server.stop()
+            receiver.stop()
+
+    def arm_summary(arm: str) -> dict:
+        results = rounds[arm]
+        return {
+            "tokens_per_s_rounds": [round(r["tokens_per_s"], 2) for r in results],
+            "p50_s_rounds": [round(r["latency_s"]["p50"], 4) for r in results],
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in results),
+            "p50_s": statistics.median(r["latency_s"]["p50"] for r in results),
+            "failures": sum(r["failures"] for r in results),
+        }
+
+    on, off = arm_summary("on"), arm_summary("off")
+    result = {
+        "streams": STREAMS,
+        "requests_per_stream_per_round": REQUESTS_PER_STREAM,
+        "rounds_per_arm": ROUNDS,
+        "max_tokens": MAX_TOKENS,
+        "export_on": on,
+        "export_off": off,
+        "throughput_change_pct": round(100 * (on["tokens_per_s"] / off["tokens_per_s"] - 1), 2),
+        "p50_change_ms": round(1000 * (on["p50_s"] - off["p50_s"]), 2),
+        "spans_received": len(receiver.spans),
+        "evaluation_events_received": sum(1 for e in receiver.logs if e.event_name == "gen_ai.evaluation.result"),
+        "engine_choices_alike": platforms["on"] == platforms["off"],
+        "engine_choices": platforms,
+        "otel_dropped": _metric(metrics, "tonewatch_otel_dropped_total"),
+        "otel_export_failures": _metric(metrics, "tonewatch_otel_export_failures_total"),
+    }
+    write("tracing", result)
+    print(
+        f"  export on vs off at {STREAMS} streams: throughput {result['throughput_change_pct']:+.2f}%, "
+        f"p50 {result['p50_change_ms']:+.2f} ms; {result['spans_received']} spans, "
+        f"{result['evaluation_events_received']} evaluation events received, {result['otel_dropped']:.0f} dropped"
+    )
+    _plot(on, off)
+    return result
+
+
+def _plot(on: dict, off: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.5))
+    for summary, label in ((off, "export off"), (on, "export on")):
+        left.plot(summary["tokens_per_s_rounds"], marker="o", label=label)
+        right.plot([p * 1000 for p in summary["p50_s_rounds"]], marker="o", label=label)
+    left.set_title(f"throughput, {STREAMS} streams")
+    left.set_ylabel("tokens/s")
+    right.set_title("p50 latency")
+    right.set_ylabel("ms")
+    for ax in (left, right):
+        ax.set_xlabel("round")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "tracing.png", dpi=100)
