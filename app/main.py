@@ -18,7 +18,8 @@ from app.api.middleware import ServiceMiddleware
 from app.api.openapi import install_openapi
 from app.backends.base import ChatBackend
 from app.backends.embedded import EmbeddedBackend
-from app.backends.upstream import UpstreamBackend, UpstreamClient
+from app.backends.upstream import UpstreamBackend
+from app.backends.upstream_client import UpstreamClient
 from app.config import Settings
 from app.engine.adapters import read_manifest
 from app.engine.cpu import PlatformReport

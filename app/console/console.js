@@ -1,6 +1,7 @@
 // Tonewatch operator console: sessions (filters, paging), one session (transcript, drift trajectory, export) and
 // adapters (active, canary evidence, ΔW profile). Plain DOM: every piece of data goes in through textContent or
 // an attribute, never as markup (transcripts are untrusted user text). The key stays in sessionStorage.
+// (Over 400 lines: one page's three views and their shared sign-in/fetch code; the charts are in charts.js.)
 "use strict";
 
 (() => {

@@ -1,4 +1,5 @@
 """Word lists and phrase patterns behind the stylistic features (ours, deliberately small, English only).
+(Over 400 lines on purpose: it is data, one list per strategy; splitting it would scatter the lists, not simplify.)
 
 Politeness follows the request strategies of Brown & Levinson's politeness theory as operationalised for
 requests (gratitude, deference, greeting, apology, please by position, indirect could/would vs can/will,

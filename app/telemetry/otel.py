@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -29,15 +28,8 @@ import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadWriteLogRecord
-from opentelemetry.sdk._logs.export import (
-    BatchLogRecordProcessor,
-    LogRecordExporter,
-    LogRecordExportResult,
-)
-from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from app.backends.base import ChatCall, Completed, StreamEnd
@@ -45,7 +37,14 @@ from app.metrics import Metrics
 from app.services.history import redact
 from app.telemetry import genai
 from app.telemetry.base import ACTIVE, Generation, Telemetry
-from app.telemetry.env import excluded_paths, logs_enabled, protocol, queue_size
+from app.telemetry.env import excluded_paths, logs_enabled, protocol
+from app.telemetry.export import (
+    BoundedLogProcessor,
+    BoundedSpanProcessor,
+    log_exporter,
+    service_resource,
+    span_exporter,
+)
 
 log = logging.getLogger("tonewatch.telemetry")
 SCOPE = "tonewatch"
@@ -54,142 +53,6 @@ SHUTDOWN_WAIT_S = 3.0  # a dead collector must not hold up the server's shutdown
 _RESPONSE_ID: ContextVar[str | None] = ContextVar("tonewatch_response_id", default=None)
 # The span evaluations belong to (the generation's, or a /v1/score call's), whatever child span is current.
 _EVALUATED: ContextVar[Span | None] = ContextVar("tonewatch_evaluated_span", default=None)
-
-
-# ---- bounded export with counted drops ---------------------------------------------------------------------
-class _Gate:
-    """Items handed to a batch processor and not yet taken by its exporter. The SDK's queue silently drops the
-    oldest item when full; admitting at most its size here means the SDK never drops and every drop is counted."""
-
-    def __init__(self, limit: int, dropped: Any):
-        self.limit = limit
-        self.dropped = dropped
-        self.pending = 0
-        self.lock = threading.Lock()
-
-    def admit(self) -> bool:
-        with self.lock:
-            if self.pending >= self.limit:
-                full = True
-            else:
-                self.pending += 1
-                full = False
-        if full:
-            self.dropped.inc()
-        return not full
-
-    def taken(self, count: int) -> None:
-        with self.lock:
-            self.pending = max(0, self.pending - count)
-
-
-class _CountingSpanExporter(SpanExporter):
-    def __init__(self, inner: SpanExporter, gate: _Gate, failures: Any):
-        self.inner, self.gate, self.failures = inner, gate, failures
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.gate.taken(len(spans))
-        result = self.inner.export(spans)
-        if result is not SpanExportResult.SUCCESS:
-            self.failures.inc(len(spans))
-        return result
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-class _BoundedSpanProcessor(SpanProcessor):
-    def __init__(self, exporter: SpanExporter, metrics: Metrics, env: Mapping[str, str]):
-        limit = queue_size(env, "OTEL_BSP_MAX_QUEUE_SIZE")
-        self.gate = _Gate(limit, metrics.otel_dropped.labels("traces"))
-        counted = _CountingSpanExporter(exporter, self.gate, metrics.otel_export_failures.labels("traces"))
-        batch = min(queue_size(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), limit)
-        self.inner = BatchSpanProcessor(counted, max_queue_size=limit, max_export_batch_size=batch)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if span.context is not None and span.context.trace_flags.sampled and self.gate.admit():
-            self.inner.on_end(span)
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-class _CountingLogExporter(LogRecordExporter):
-    def __init__(self, inner: LogRecordExporter, gate: _Gate, failures: Any):
-        self.inner, self.gate, self.failures = inner, gate, failures
-
-    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
-        self.gate.taken(len(batch))
-        result = self.inner.export(batch)
-        if result is not LogRecordExportResult.SUCCESS:
-            self.failures.inc(len(batch))
-        return result
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-class _BoundedLogProcessor(LogRecordProcessor):
-    def __init__(self, exporter: LogRecordExporter, metrics: Metrics, env: Mapping[str, str]):
-        limit = queue_size(env, "OTEL_BLRP_MAX_QUEUE_SIZE")
-        self.gate = _Gate(limit, metrics.otel_dropped.labels("logs"))
-        counted = _CountingLogExporter(exporter, self.gate, metrics.otel_export_failures.labels("logs"))
-        batch = min(queue_size(env, "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512), limit)
-        self.inner = BatchLogRecordProcessor(counted, max_queue_size=limit, max_export_batch_size=batch)
-
-    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        if self.gate.admit():
-            self.inner.on_emit(log_record)
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-def _span_exporter(env: Mapping[str, str]) -> SpanExporter:
-    if protocol(env, "traces") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
-
-        return GrpcSpanExporter()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter()
-
-
-def _log_exporter(env: Mapping[str, str]) -> LogRecordExporter:
-    if protocol(env, "logs") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
-
-        return GrpcLogExporter()
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-    return OTLPLogExporter()
-
-
-def _resource() -> Resource:
-    """The SDK's own resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, the SDK's attributes), named
-    `tonewatch` where the environment names no service."""
-    resource = Resource.create({})
-    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            release = version("tonewatch")
-        except PackageNotFoundError:
-            release = "unknown"
-        resource = resource.merge(Resource({SERVICE_NAME: "tonewatch", SERVICE_VERSION: release}))
-    return resource
 
 
 # ---- the telemetry -------------------------------------------------------------------------------------------
@@ -214,15 +77,15 @@ class OtelTelemetry(Telemetry):
         if server_address:
             parts = urlsplit(server_address)
             self.server = (parts.hostname or "", parts.port)
-        resource = _resource()
+        resource = service_resource()
         self.tracer_provider = TracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG)
-        self.tracer_provider.add_span_processor(_BoundedSpanProcessor(_span_exporter(env), metrics, env))
+        self.tracer_provider.add_span_processor(BoundedSpanProcessor(span_exporter(env), metrics, env))
         self.tracer = self.tracer_provider.get_tracer(SCOPE)
         self.logger_provider: LoggerProvider | None = None
         self.event_logger = None
         if logs_enabled(env):
             self.logger_provider = LoggerProvider(resource=resource)
-            self.logger_provider.add_log_record_processor(_BoundedLogProcessor(_log_exporter(env), metrics, env))
+            self.logger_provider.add_log_record_processor(BoundedLogProcessor(log_exporter(env), metrics, env))
             self.event_logger = self.logger_provider.get_logger(SCOPE)
         log.info(
             "OpenTelemetry export on (%s, evaluations as %s; message content %s)",

@@ -102,7 +102,7 @@ def test_a_stuck_collector_fills_the_queue_and_drops_are_counted_not_waited_for(
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     from app.metrics import Metrics
-    from app.telemetry.otel import _BoundedSpanProcessor
+    from app.telemetry.export import BoundedSpanProcessor
 
     release = threading.Event()
     exported: list[int] = []
@@ -118,7 +118,7 @@ def test_a_stuck_collector_fills_the_queue_and_drops_are_counted_not_waited_for(
 
     metrics = Metrics()
     limit = 4
-    processor = _BoundedSpanProcessor(Stuck(), metrics, {"OTEL_BSP_MAX_QUEUE_SIZE": str(limit)})
+    processor = BoundedSpanProcessor(Stuck(), metrics, {"OTEL_BSP_MAX_QUEUE_SIZE": str(limit)})
     provider = TracerProvider()
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("test")
