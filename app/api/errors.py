@@ -159,11 +159,13 @@ def _served_paths(request: Request) -> dict[str, Any]:
 
 def allowed_methods(path: str, served: Mapping[str, Any]) -> list[str]:
     """Every method some route serves on `path` (Starlette's 405 names only the first route that matched the path,
-    so /admin/personas/{name} said GET although PUT and DELETE are there too)."""
+    so /admin/personas/{name} said GET although PUT and DELETE are there too). A fixed path wins over templates that
+    would also match it: /v1/sessions/export is the export, not a session called "export"."""
+    matching = [t for t in served if compile_path(t)[0].match(path)]
+    fixed = [t for t in matching if "{" not in t]
     methods: set[str] = set()
-    for template, operations in served.items():
-        if compile_path(template)[0].match(path):
-            methods |= {m.upper() for m in operations if m.upper() in HTTP_METHODS}
+    for template in fixed or matching:
+        methods |= {m.upper() for m in served[template] if m.upper() in HTTP_METHODS}
     if "GET" in methods:
         methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
     return sorted(methods)
@@ -210,7 +212,16 @@ def _slip(got: str, want: str) -> int | None:
 STREAMED: dict[int | str, dict[str, Any]] = {
     200: {
         "description": 'JSON; with "stream": true, server-sent events (data: <chunk JSON> lines, then data: [DONE])',
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        # one server-sent event (OpenAPI 3.1: the SSE media type's schema describes each event, not the stream)
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"data": {"type": "string"}, "event": {"type": "string"}, "id": {"type": "string"}},
+                    "required": ["data"],
+                }
+            }
+        },
     }
 }
 

@@ -38,6 +38,32 @@ def _integer_bounds(node: Any) -> None:
             _integer_bounds(value)
 
 
+def token_id_pattern(vocab_size: int) -> str:
+    """A regex for the decimal token ids 0..vocab_size-1 (no leading zeros), so the document states the vocabulary's
+    bound on logit_bias keys that the engine enforces."""
+    top = str(max(0, vocab_size - 1))
+    if len(top) == 1:
+        return f"^[0-{top}]$"
+    options = ["0", f"[1-9][0-9]{{0,{len(top) - 2}}}"]
+    for i, digit in enumerate(top):
+        low = "1" if i == 0 else "0"
+        if int(digit) > int(low):
+            below = f"[{low}-{int(digit) - 1}]"
+            options.append(top[:i] + below + (f"[0-9]{{{len(top) - i - 1}}}" if i < len(top) - 1 else ""))
+    options.append(top)
+    return "^(?:" + "|".join(options) + ")$"
+
+
+def _bound_token_ids(schemas: dict[str, Any], vocab_size: int) -> None:
+    pattern = token_id_pattern(vocab_size)
+    for name in ("ChatCompletionRequest", "CompletionRequest"):
+        prop = schemas.get(name, {}).get("properties", {}).get("logit_bias", {})
+        for option in prop.get("anyOf", [prop]):
+            keys = option.get("patternProperties")
+            if keys:
+                option["patternProperties"] = {pattern: next(iter(keys.values()))}
+
+
 def install_openapi(app: FastAPI, settings: Settings) -> None:
     def build() -> dict[str, Any]:
         if app.openapi_schema:
@@ -48,8 +74,13 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
             schema, defs = _schema_with_defs(model)
             schemas.update(defs)
             schemas[model.__name__] = schema
-        for name in ("max_tokens", "max_completion_tokens"):
-            prop = schemas["ChatCompletionRequest"]["properties"].get(name)
+        for schema_name, name in (
+            ("ChatCompletionRequest", "max_tokens"),
+            ("ChatCompletionRequest", "max_completion_tokens"),
+            ("CompletionRequest", "max_tokens"),
+            ("ResponseRequest", "max_output_tokens"),
+        ):
+            prop = schemas[schema_name]["properties"].get(name)
             if prop is not None:
                 for option in prop.get("anyOf", [prop]):
                     if option.get("type") == "integer":
@@ -67,6 +98,9 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
         _integer_bounds(schemas)
+        vocab_size = getattr(getattr(getattr(app.state, "tw", None), "backend", None), "vocab_size", None)
+        if isinstance(vocab_size, int):  # the embedded engine's vocabulary (an upstream judges ids itself)
+            _bound_token_ids(schemas, vocab_size)
         app.openapi_schema = doc
         return doc
 

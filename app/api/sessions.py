@@ -60,13 +60,21 @@ class _Filters:
 FiltersDep = Annotated[_Filters, Depends()]
 
 
-@router.get("", response_model=SessionList, responses=error_responses(400, 401, 403, 503))
+@router.get("", response_model=SessionList, responses=error_responses(400, 401, 403, 404, 503))
 async def list_sessions(
     history: HistoryDep,
     principal: HistoryReaderDep,
     filters: FiltersDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="next_cursor of the previous page; good for 10 minutes, for the caller it was issued to "
+            "(404 after that: list again)",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Sessions, newest activity (or highest drift) first. A walk with `cursor` visits every session that matched
     when its first page was read exactly once, while new turns arrive; a cursor is good for 10 minutes."""

@@ -25,7 +25,7 @@ from app.engine.sampling import SamplingParams
 from app.engine.string_guard import NGRAM, StringGuard, TokenTexts
 from app.engine.worker import Engine
 from app.errors import ContextLengthExceeded, InvalidRequest, RequestInvalid, UnsupportedField
-from app.schemas.chat import UNSUPPORTED_FIELDS, ChatCompletionRequest
+from app.schemas.chat import UNSUPPORTED_FIELDS, ChatCompletionRequest, tool_conflicts
 from app.schemas.completions import DEFAULT_COMPLETION_TOKENS, UNSUPPORTED_COMPLETION_FIELDS, CompletionRequest
 
 
@@ -90,6 +90,7 @@ class EmbeddedBackend:
     def parse_chat(self, raw: dict[str, Any], request_id: str) -> ChatCall:
         refuse_unsupported(raw, UNSUPPORTED_FIELDS)
         req = validated(ChatCompletionRequest, raw)
+        tool_conflicts(req)
         self._check_bias(req.logit_bias)
         user = next((m.text() for m in reversed(req.messages) if m.role in ("user", "tool")), None)
         return ChatCall(
@@ -163,10 +164,15 @@ class EmbeddedBackend:
     def _encode_chat(self, req: ChatCompletionRequest) -> tuple[list[int], Plan, Any]:
         """Worker-free preparation (runs in a thread): prompt ids, the plan, and the grammar matcher."""
         p = plan(req, self.native_tools)
-        if p.messages[-1]["role"] == "assistant":
-            raise InvalidRequest("the last message must not be from the assistant", param="messages")
-        extra = {"tools": p.tools} if p.tools else {}
-        encoded = self.tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True, **extra)
+        extra: dict[str, Any] = {"tools": p.tools} if p.tools else {}
+        last = p.messages[-1]
+        if last["role"] == "assistant" and isinstance(last.get("content"), str) and last["content"].strip():
+            # a prefilled answer (as vLLM's continue_final_message): the model goes on from its text, and the
+            # response's content is what it adds
+            extra["continue_final_message"] = True
+        else:
+            extra["add_generation_prompt"] = True
+        encoded = self.tokenizer.apply_chat_template(p.messages, tokenize=True, **extra)
         ids = list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
         self._check_length(len(ids), "messages")
         matcher = None

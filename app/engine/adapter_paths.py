@@ -6,6 +6,7 @@ bounded JSON; weights are safetensors only (pickles are never loaded).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -48,6 +49,10 @@ class InvalidAdapterError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+class AdapterFolderMissing(InvalidAdapterError):
+    """No folder at that path under the adapter root (a well-formed request for something that is not there: 404)."""
 
 
 def validate_name(name: str) -> str:
@@ -101,11 +106,13 @@ def resolve_inside(root: Path, relative: str) -> Path:
                 f"adapter path {_shown(relative)} resolves outside the adapter root (symlink escape)"
             )
         if not target.exists():
-            raise InvalidAdapterError(f"adapter folder {_shown(relative)} does not exist under the adapter root")
+            raise AdapterFolderMissing(f"adapter folder {_shown(relative)} does not exist under the adapter root")
         if not target.is_dir():
             raise InvalidAdapterError(f"adapter path {_shown(relative)} is not a folder")
     except (OSError, RuntimeError) as e:  # symlink loops, names too long, permissions
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        if isinstance(e, OSError) and e.errno in (errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR):
+            raise AdapterFolderMissing(f"no adapter folder {_shown(relative)} under the adapter root: {reason}") from e
         raise InvalidAdapterError(f"adapter path {_shown(relative)} cannot be used: {reason}") from e
     return target
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from app.engine.adapter_convert import convert_to_lora
 from app.engine.adapter_files import AdapterSpec, inspect_adapter
-from app.engine.adapter_paths import InvalidAdapterError, validate_name
+from app.engine.adapter_paths import AdapterFolderMissing, InvalidAdapterError, validate_name
 from app.engine.profile import profile_adapter
 from app.engine.worker import Engine
 from app.errors import Conflict, InvalidAdapter, ModelNotFound, NotFound
@@ -150,6 +150,8 @@ class AdapterRegistry:
                         trainable = await asyncio.wrap_future(self.engine.install_adapter(served))
             except InvalidAdapterError as exc:
                 self.metrics.adapter_loads.labels(name, "error").inc()
+                if isinstance(exc, AdapterFolderMissing):
+                    raise NotFound(str(exc), param="path") from exc
                 raise InvalidAdapter(str(exc), param="path") from exc
             except Exception:
                 self.metrics.adapter_loads.labels(name, "error").inc()

@@ -28,7 +28,16 @@ AdapterName = Annotated[
     ),
     AfterValidator(_adapter_name),
 ]
-AdapterPath = Annotated[str, Field(min_length=1, max_length=1024, description="relative to TONEWATCH_ADAPTER_ROOT")]
+AdapterPath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^\x00]+$",  # a NUL byte can name no file: refused by the document, not only by the server
+        description="relative to TONEWATCH_ADAPTER_ROOT; the folder's contents are validated when it loads (a folder "
+        "that is no adapter is a 400 invalid_adapter: that depends on the files, not on the request's form)",
+    ),
+]
 
 
 class LoadAdapter(Strict):

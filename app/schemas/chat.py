@@ -19,15 +19,22 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
 
 from app.engine.sampling import MAX_SEED, MIN_TEMPERATURE, MIN_TOP_P
+from app.errors import Conflict, NotFound
 from app.schemas.common import (
+    NON_BLANK,
+    SCHEMA_BLANK,
     SESSION_ID_PATTERN,
+    STOP_SCHEMA,
+    LogitBias,
     NameField,
     SessionId,
     Strict,
     TextPart,
     encodable,
+    temperature_schema,
     text_of,
 )
 from app.schemas.satisfiable import unsatisfiable
@@ -118,7 +125,54 @@ class ToolCall(Strict):
     function: ToolCallFunction
 
 
+def _present(field: str) -> JsonDict:
+    return {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
+
+
+def _role_is(*roles: str) -> JsonDict:
+    return {"properties": {"role": {"enum": list(roles)}}}
+
+
+# _roles below, said in the document (JSON Schema if/then), so a client or a fuzzer can tell a message we refuse
+# from one we take
+MESSAGE_RULES: JsonDict = {
+    "allOf": [
+        {
+            "if": _role_is("user"),
+            "then": {
+                "required": ["content"],
+                "properties": {
+                    "content": {
+                        "anyOf": [
+                            {"type": "string", "pattern": NON_BLANK},
+                            {
+                                "type": "array",
+                                "contains": {"type": "object", "properties": {"text": {"pattern": NON_BLANK}}},
+                            },
+                        ]
+                    }
+                },
+            },
+        },
+        {"if": _role_is("system", "developer"), "then": _present("content")},
+        {"if": _role_is("tool"), "then": {"allOf": [_present("tool_call_id"), _present("content")]}},
+        {
+            "if": _role_is("assistant"),
+            "then": {
+                "anyOf": [
+                    _present("content"),
+                    {"required": ["tool_calls"], "properties": {"tool_calls": {"type": "array", "minItems": 1}}},
+                ]
+            },
+            "else": {"properties": {"tool_calls": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}}},
+        },
+    ]
+}
+
+
 class ChatMessage(Strict):
+    model_config = ConfigDict(json_schema_extra=MESSAGE_RULES)
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = Field(None, max_length=128)
@@ -140,7 +194,7 @@ class ChatMessage(Strict):
 
     @model_validator(mode="after")
     def _roles(self) -> ChatMessage:
-        if self.role == "user" and not self.text().strip():
+        if self.role == "user" and not self.text().strip(SCHEMA_BLANK):
             raise ValueError("a user message needs non-empty content")
         if self.role in ("system", "developer") and self.content is None:
             raise ValueError(f"a {self.role} message needs content")
@@ -196,21 +250,69 @@ FORMATS: dict[str, type[Strict]] = {
 }
 
 
+# The cross-field rules of _tools below, said in the document
+REQUEST_RULES: JsonDict = {
+    "allOf": [
+        {
+            "if": {"required": ["top_logprobs"], "properties": {"top_logprobs": {"type": "integer", "minimum": 1}}},
+            "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}},
+        },
+        {
+            "if": {"required": ["tool_choice"], "properties": {"tool_choice": {"const": "required"}}},
+            "then": {"required": ["tools"], "properties": {"tools": {"type": "array", "minItems": 1}}},
+        },
+        {
+            "if": {
+                "required": ["tools", "response_format"],
+                "properties": {
+                    "tools": {"type": "array", "minItems": 1},
+                    "response_format": {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {"type": {"enum": ["json_object", "json_schema"]}},
+                    },
+                },
+            },
+            "then": {"required": ["tool_choice"], "properties": {"tool_choice": {"const": "none"}}},
+        },
+    ]
+}
+
+
+def tool_conflicts(req: ChatCompletionRequest) -> None:
+    """Tool rules between values (not expressible in the document): a function name twice is a conflict (409), a
+    named tool_choice that names no offered function is not found (404)."""
+    names = [t.function.name for t in req.tools or []]
+    if len(set(names)) != len(names):
+        raise Conflict("tools: function names must be unique", param="tools")
+    choice = req.tool_choice
+    if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+        raise NotFound(f"tool_choice names {choice.function.name!r}, which is not in tools", param="tool_choice")
+
+
 class ChatCompletionRequest(Strict):
+    model_config = ConfigDict(json_schema_extra=REQUEST_RULES)
+
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1, max_length=512)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0, description=f"0 (greedy) or {MIN_TEMPERATURE}..2")
+    temperature: float | None = Field(
+        None,
+        ge=0.0,
+        le=2.0,
+        description=f"0 (greedy) or {MIN_TEMPERATURE}..2",
+        json_schema_extra=temperature_schema(MIN_TEMPERATURE),
+    )
     top_p: float | None = Field(None, ge=MIN_TOP_P, le=1.0)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, json_schema_extra=STOP_SCHEMA)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: Literal[1] | None = Field(None, description="only 1 (one choice per request)")
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: LogitBias | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     tools: list[Tool] | None = Field(None, max_length=128)
@@ -265,26 +367,12 @@ class ChatCompletionRequest(Strict):
             raise ValueError("only n=1 is supported by Tonewatch")
         return value
 
-    @field_validator("logit_bias")
-    @classmethod
-    def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for key, bias in (value or {}).items():
-            if not key.isdigit():
-                raise ValueError(f"keys are token ids as strings, got {key!r}")
-            if not -100.0 <= bias <= 100.0:
-                raise ValueError(f"bias for token {key} must be in -100..100")
-        if value and len(value) > 1024:
-            raise ValueError("at most 1024 biased tokens")
-        return value
-
     @model_validator(mode="after")
     def _tools(self) -> ChatCompletionRequest:
+        # (unique function names and a named tool_choice that names one of them depend on values the document
+        # cannot relate: checked where the request is routed, as 409 and 404; see tool_conflicts)
         choice = self.tool_choice
         names = {t.function.name for t in self.tools or []}
-        if len(names) != len(self.tools or []):
-            raise ValueError("tools: function names must be unique")
-        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
-            raise ValueError(f"tool_choice names {choice.function.name!r}, which is not in tools")
         if choice == "required" and not names:
             raise ValueError("tool_choice 'required' needs tools")
         if self.top_logprobs and not self.logprobs:

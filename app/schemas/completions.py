@@ -4,20 +4,38 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from pydantic.json_schema import JsonDict
 
 from app.engine.sampling import MAX_SEED, MIN_TEMPERATURE, MIN_TOP_P
 from app.schemas.chat import StreamOptions
-from app.schemas.common import NameField, SessionId, Strict, encodable
+from app.schemas.common import (
+    NON_BLANK,
+    SCHEMA_BLANK,
+    STOP_SCHEMA,
+    LogitBias,
+    NameField,
+    SessionId,
+    Strict,
+    encodable,
+    temperature_schema,
+)
 
 UNSUPPORTED_COMPLETION_FIELDS = {"suffix": "suffix (fill-in-the-middle)"}
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for this API
 MAX_PROMPTS = 16
-PROMPT_SCHEMA: JsonDict = {"type": "string", "pattern": r"\S"}  # what _prompt enforces, for the OpenAPI document
+PROMPT_SCHEMA: JsonDict = {"type": "string", "pattern": NON_BLANK}  # what _prompt enforces, for the OpenAPI document
 
 
 class CompletionRequest(Strict):
+    # the document says what parse_completion refuses: a stream takes one prompt
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"stream": {"const": True}}, "required": ["stream"]},
+            "then": {"properties": {"prompt": {"anyOf": [{"type": "string"}, {"type": "array", "maxItems": 1}]}}},
+        }
+    )
+
     model: str | None = None
     prompt: str | list[str] = Field(
         description=f"a string, or a list of 1 to {MAX_PROMPTS} strings (one choice each); none empty",
@@ -26,19 +44,19 @@ class CompletionRequest(Strict):
         },
     )
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0, json_schema_extra=temperature_schema(MIN_TEMPERATURE))
     top_p: float | None = Field(None, ge=MIN_TOP_P, le=1.0)
     n: Literal[1] | None = Field(None, description="only 1 (one choice per request)")
     best_of: Literal[1] | None = Field(None, description="only 1")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, json_schema_extra=STOP_SCHEMA)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     echo: Literal[False] | None = Field(None, description="not supported: false or absent")
     logprobs: int | None = Field(None, ge=0, le=5)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: LogitBias | None = None
     user: str | None = Field(None, max_length=256)
     session_id: SessionId | None = None
     persona: NameField | None = None
@@ -50,7 +68,7 @@ class CompletionRequest(Strict):
         if not prompts or len(prompts) > MAX_PROMPTS:
             raise ValueError(f"send 1 to {MAX_PROMPTS} prompts")
         for p in prompts:
-            if not p.strip():
+            if not p.strip(SCHEMA_BLANK):
                 raise ValueError("prompts must not be empty")
             encodable(p)
         return value

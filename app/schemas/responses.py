@@ -3,12 +3,12 @@ input as a string or messages, instructions, max_output_tokens, temperature, top
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from app.engine.sampling import MIN_TEMPERATURE, MIN_TOP_P
-from app.schemas.common import NameField, SessionId, Strict, encodable
+from app.schemas.common import NON_BLANK, SCHEMA_BLANK, NameField, SessionId, Strict, encodable, temperature_schema
 
 UNSUPPORTED_RESPONSE_FIELDS = {
     "previous_response_id": "stored conversation state (send the whole input instead)",
@@ -39,6 +39,23 @@ class InputText(Strict):
 
 
 class InputMessage(Strict):
+    # as for chat messages: a user message needs non-blank text, and the document says so
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"role": {"const": "user"}}},
+            "then": {
+                "properties": {
+                    "content": {
+                        "anyOf": [
+                            {"type": "string", "pattern": NON_BLANK},
+                            {"type": "array", "contains": {"properties": {"text": {"pattern": NON_BLANK}}}},
+                        ]
+                    }
+                }
+            },
+        }
+    )
+
     type: Literal["message"] | None = None
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[InputText]
@@ -48,9 +65,24 @@ class InputMessage(Strict):
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
+    @model_validator(mode="after")
+    def _user_text(self) -> InputMessage:
+        if self.role == "user" and not self.text().strip(SCHEMA_BLANK):
+            raise ValueError("a user message needs non-empty content")
+        return self
+
 
 class TextConfig(Strict):
-    format: dict[str, Any] | None = None
+    format: dict[str, Any] | None = Field(
+        None,
+        description="only {'type': 'text'} (structured output: use /v1/chat/completions' response_format)",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "object", "properties": {"type": {"const": "text"}}, "required": ["type"]},
+                {"type": "null"},
+            ]
+        },
+    )
     verbosity: str | None = None
 
     @field_validator("format")
@@ -63,14 +95,18 @@ class TextConfig(Strict):
 
 class ResponseRequest(Strict):
     model: str | None = None
-    input: str | list[InputMessage]
+    input: Annotated[str, StringConstraints(pattern=NON_BLANK)] | Annotated[list[InputMessage], Field(min_length=1)]
     instructions: str | None = None
     max_output_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0, json_schema_extra=temperature_schema(MIN_TEMPERATURE))
     top_p: float | None = Field(None, ge=MIN_TOP_P, le=1.0)
     stream: bool = False
     text: TextConfig | None = None
-    tools: list[Any] | None = None
+    tools: list[Any] | None = Field(
+        None,
+        description="not supported here (an empty list or null): tools go through /v1/chat/completions",
+        json_schema_extra={"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]},
+    )
     tool_choice: Any = None
     store: bool | None = None
     metadata: dict[str, str] | None = None
@@ -87,7 +123,7 @@ class ResponseRequest(Strict):
     @classmethod
     def _input(cls, value: str | list[InputMessage]) -> str | list[InputMessage]:
         if isinstance(value, str):
-            if not value.strip():
+            if not value.strip(SCHEMA_BLANK):
                 raise ValueError("input must not be empty")
             encodable(value)
         elif not value:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from app.schemas.chat import NameField, SessionId, Strict, encodable
+from app.schemas.common import NON_BLANK, SCHEMA_BLANK, NameField, SessionId, Strict, encodable
 
 MAX_TEXT_CHARS = 8000
 PERSONA_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -14,10 +14,7 @@ PersonaName = Annotated[str, StringConstraints(pattern=PERSONA_NAME)]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-ScoreText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")]
-# what the document's pattern \S (ECMAScript) treats as blank; Python's str.strip() also strips \x1c-\x1f, which the
-# pattern admits, so a text of control characters would be schema-valid yet refused
-SCHEMA_BLANK = " \t\n\v\f\r\u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff" + "".join(map(chr, range(0x2000, 0x200B)))
+ScoreText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NON_BLANK)]
 
 
 class ScoreRequest(Strict):

@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypedDict
 
 from app.backends.upstream import UpstreamBackend
 from app.engine.adapter_files import inspect_files
-from app.engine.adapter_paths import InvalidAdapterError
+from app.engine.adapter_paths import AdapterFolderMissing, InvalidAdapterError
 from app.engine.adapters import AdapterRegistry
 from app.engine.profile import profile_files
 from app.errors import Conflict, InvalidAdapter, NotFound, NotSupportedByBackend, UpstreamRejected
@@ -176,6 +176,8 @@ class GatewayAdapters:
         await self._require_vllm("loading an adapter")
         try:
             spec = await asyncio.to_thread(inspect_files, self.root, path, name, self.max_rank, self.max_bytes)
+        except AdapterFolderMissing as exc:
+            raise NotFound(str(exc), param="path") from exc
         except InvalidAdapterError as exc:
             raise InvalidAdapter(str(exc), param="path") from exc
         relative = spec.path.relative_to(self.root.resolve())

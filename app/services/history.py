@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import telemetry
-from app.errors import InvalidRequest, NotFound, NotYourSession, StoreDown
+from app.errors import NotFound, NotYourSession, StoreDown
 from app.metrics import Metrics
 from app.monitor import drift
 from app.monitor.latency import LatencySpikeDetector
@@ -247,7 +247,8 @@ class HistoryService:
             state = await self.store.get_state(session_state_key(session_id, "drift"))
         except StoreUnavailable as exc:
             raise StoreDown("session store is unavailable; turns are kept locally and replayed later") from exc
-        if not turns and after == 0 and state is None:
+        if not turns and state is None and (after == 0 or not await self._exists(session_id)):
+            # a page past the end of a session is empty; a session that is not there (or was deleted) is a 404
             raise NotFound(f"session {session_id!r} has no recorded turns", param="session_id")
         more = len(turns) > limit
         turns = turns[:limit]
@@ -259,6 +260,12 @@ class HistoryService:
             "drift": drift.view(state, self.params),
             "pending_turns": self.spill.pending_count(session_id),
         }
+
+    async def _exists(self, session_id: str) -> bool:
+        try:
+            return await self.store.session_summary(session_id) is not None
+        except StoreUnavailable as exc:
+            raise StoreDown("session store is unavailable") from exc
 
     async def drift_state(self, session_id: str, reader: str | None = None) -> dict[str, Any]:
         try:
@@ -282,8 +289,8 @@ class HistoryService:
     async def list_sessions(self, query: SessionQuery, cursor: str | None) -> dict[str, Any]:
         try:
             rows, next_cursor = await self.store.list_sessions(query, cursor)
-        except InvalidCursor as exc:
-            raise InvalidRequest(str(exc), param="cursor") from exc
+        except InvalidCursor as exc:  # well-formed (the document says the form) but no such walk: gone or not yours
+            raise NotFound(str(exc), param="cursor") from exc
         except StoreUnavailable as exc:
             raise StoreDown("session store is unavailable; sessions cannot be listed until it answers") from exc
         return {"object": "list", "data": [self._item(row) for row in rows], "next_cursor": next_cursor}

@@ -179,7 +179,8 @@ def test_recursion_that_can_stop_is_served_and_recursion_that_cannot_is_a_400(cl
     assert error["param"] == "tools.0.function.parameters"
 
 
-# ---- 3 and 9: adapter paths the OS refuses, and a missing folder, are 400s ---------------------------------------
+# ---- 3 and 9: a path that names no folder (too long for the OS, or missing) is a 404 naming the path, never a 500;
+# a 404, not a 400: the request is well-formed (the fuzzer's ST202), there is just nothing there -----------------
 
 
 @pytest.mark.parametrize(
@@ -190,21 +191,21 @@ def test_recursion_that_can_stop_is_served_and_recursion_that_cannot_is_a_400(cl
         ("/admin/adapters", {"name": "x1", "path": "b/" + "c" * 300 + "/d"}),
     ],
 )
-def test_a_path_the_os_refuses_is_a_400(client, path, body):
+def test_a_path_the_os_refuses_is_a_404(client, path, body):
     r = client.post(path, headers=AUTH, json=body)
-    assert r.status_code == 400, r.text
+    assert r.status_code == 404, r.text
     error = r.json()["error"]
-    assert error["code"] == "invalid_adapter" and error["param"] == "path"
+    assert error["code"] == "not_found" and error["param"] == "path"
     assert "too long" in error["message"] or "does not exist" in error["message"]
     assert len(error["message"]) < 300  # the path is shortened, not echoed whole
 
 
 @pytest.mark.parametrize("path", ["/admin/adapters", "/v1/load_lora_adapter"])
-def test_a_missing_adapter_folder_is_a_400(client, path):
+def test_a_missing_adapter_folder_is_a_404(client, path):
     body = {"name": "x1", "path": "nope"} if path == "/admin/adapters" else {"lora_name": "x1", "lora_path": "nope"}
     r = client.post(path, headers=AUTH, json=body)
-    assert r.status_code == 400, r.text
-    assert "does not exist" in r.json()["error"]["message"]
+    assert r.status_code == 404, r.text
+    assert "does not exist" in r.json()["error"]["message"] and r.json()["error"]["param"] == "path"
 
 
 # ---- 7: messages that say what is wrong ---------------------------------------------------------------------------
@@ -370,3 +371,110 @@ def test_fuzzer_findings_stay_fixed(client):
     # echo: 0 is not a boolean (it was accepted as false)
     r = client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2, "echo": 0})
     assert r.status_code == 400 and r.json()["error"]["param"] == "echo", r.text
+
+
+# ---- the fuzzer's findings after the session list landed (schemathesis, all checks) ---------------------------------
+
+
+def test_a_logit_bias_key_that_is_no_token_id_is_a_400_on_completions(client):
+    r = client.post("/v1/completions", headers=AUTH, json={"prompt": "hi", "max_tokens": 1, "logit_bias": {"x-a": 0}})
+    assert r.status_code == 400, r.text  # was a 500: int("x-a") in the engine's bias check
+    assert r.json()["error"]["param"].startswith("logit_bias")
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["CompletionRequest"]
+    assert "logit_bias" in json.dumps(schema) and "patternProperties" in json.dumps(schema["properties"]["logit_bias"])
+
+
+def test_a_fixed_path_is_not_read_as_a_session_id_in_allow(client):
+    r = client.request("OPTIONS", "/v1/sessions/export", headers=AUTH)
+    assert r.status_code == 405
+    assert {m.strip() for m in r.headers["allow"].split(",")} == {"GET", "HEAD"}
+
+
+def test_a_deleted_session_is_a_404_at_any_cursor(client):
+    r = client.post("/v1/score", headers=AUTH, json={"texts": ["Thanks, all done!"], "session_id": "gone-404"})
+    assert r.status_code == 200
+    assert client.delete("/v1/sessions/gone-404", headers=AUTH).status_code == 200
+    for cursor in (0, 27401):
+        got = client.get("/v1/sessions/gone-404", params={"cursor": cursor}, headers=AUTH)
+        assert got.status_code == 404, got.text  # a cursor past 0 used to answer an empty 200
+
+
+@pytest.mark.parametrize("text", ["\x85", "\x1c", "a\u2028"])
+def test_what_the_document_calls_non_blank_is_scored(client, text):
+    r = client.post("/v1/score", headers=AUTH, json={"texts": [text]})
+    assert r.status_code == 200, r.text  # "\x85" matched the document's \S (ECMAScript) but not the server's
+
+
+@pytest.mark.parametrize("text", [" ", "\ufeff\u3000", "\u2028"])
+def test_what_the_document_calls_blank_is_refused(client, text):
+    assert client.post("/v1/score", headers=AUTH, json={"texts": [text]}).status_code == 400
+
+
+def test_message_rules_and_empty_input_are_in_the_document(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    rules = json.dumps(schemas["ChatMessage"]["allOf"])
+    assert '"tool_call_id"' in rules and '"tool"' in rules  # a tool message needs tool_call_id and content
+    r = client.post("/v1/chat/completions", headers=AUTH, json={"messages": [{"role": "tool"}]})
+    assert r.status_code == 400
+    assert "pattern" in json.dumps(schemas["ResponseRequest"]["properties"]["input"])
+    assert client.post("/v1/responses", headers=AUTH, json={"input": ""}).status_code == 400
+
+
+def test_a_final_assistant_message_is_continued(client):
+    """A prefilled answer (vLLM's continue_final_message) instead of a 400 the document could not announce."""
+    messages = [{"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": "Once upon a time"}]
+    r = client.post("/v1/chat/completions", headers=AUTH, json={"messages": messages, "max_tokens": 4})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"]
+    assert r.json()["usage"]["prompt_tokens"] > 10
+
+
+def test_integer_fields_take_whole_floats_as_the_document_allows(client):
+    body = {"prompt": "hi", "max_tokens": 2.0, "seed": 3.0, "temperature": 0}
+    assert client.post("/v1/completions", headers=AUTH, json=body).status_code == 200
+    half = client.post("/v1/completions", headers=AUTH, json={**body, "max_tokens": 2.5})
+    assert half.status_code == 400 and half.json()["error"]["param"] == "max_tokens"
+
+
+def test_temperature_stop_and_responses_tools_are_stated_in_the_document(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("ChatCompletionRequest", "CompletionRequest", "ResponseRequest"):
+        ranges = schemas[name]["properties"]["temperature"]["anyOf"]
+        assert {"type": "number", "minimum": 0, "maximum": 0} in ranges  # 0 or at least the floor, not in between
+    for name in ("ChatCompletionRequest", "CompletionRequest"):
+        assert {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4} in schemas[name][
+            "properties"
+        ]["stop"]["anyOf"]
+    assert {"type": "array", "maxItems": 0} in schemas["ResponseRequest"]["properties"]["tools"]["anyOf"]
+    r = client.post("/v1/completions", headers=AUTH, json={"prompt": "hi", "temperature": 0.001})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "temperature"
+
+
+def test_every_max_tokens_field_states_the_servers_limit(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for model, name in [
+        ("ChatCompletionRequest", "max_tokens"),
+        ("CompletionRequest", "max_tokens"),
+        ("ResponseRequest", "max_output_tokens"),
+    ]:
+        options = schemas[model]["properties"][name].get("anyOf", [schemas[model]["properties"][name]])
+        assert any(o.get("type") == "integer" and isinstance(o.get("maximum"), int) for o in options), (model, name)
+
+
+def _tool(name: str) -> dict:
+    return {"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
+
+
+def test_cross_field_rules_are_in_the_document_or_answered_as_conflicts(client):
+    rules = json.dumps(client.get("/openapi.json").json()["components"]["schemas"]["ChatCompletionRequest"]["allOf"])
+    assert "top_logprobs" in rules and '"required"' in rules and "json_schema" in rules
+    messages = [{"role": "user", "content": "hi"}]
+    twice = client.post(
+        "/v1/chat/completions", headers=AUTH, json={"messages": messages, "tools": [_tool("a"), _tool("a")]}
+    )
+    assert twice.status_code == 409 and twice.json()["error"]["param"] == "tools"
+    named = {"type": "function", "function": {"name": "b"}}
+    missing = client.post(
+        "/v1/chat/completions", headers=AUTH, json={"messages": messages, "tools": [_tool("a")], "tool_choice": named}
+    )
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "tool_choice"

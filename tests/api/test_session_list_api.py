@@ -113,7 +113,9 @@ def test_paging_with_the_cursor(seeded):
     second = client.get("/v1/sessions", params={"limit": 2, "cursor": first["next_cursor"]}, headers=auth(ADMIN)).json()
     assert ids(first) + ids(second) == ["b-calm", "a-drift", "a-calm"] and second["next_cursor"] is None
     stolen = client.get("/v1/sessions", params={"limit": 2, "cursor": first["next_cursor"]}, headers=auth(KEY_A))
-    assert stolen.status_code == 400 and stolen.json()["error"]["param"] == "cursor"
+    assert stolen.status_code == 404 and stolen.json()["error"]["param"] == "cursor"  # not this key's walk
+    unknown = client.get("/v1/sessions", params={"cursor": "bm90LWEtd2Fsaw"}, headers=auth(ADMIN))
+    assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "cursor"
 
 
 @pytest.mark.parametrize(
@@ -123,7 +125,7 @@ def test_paging_with_the_cursor(seeded):
         {"limit": 501},
         {"order": "oldest"},
         {"cursor": "x" * 201},
-        {"cursor": "garbage"},
+        {"cursor": "not/a cursor"},
         {"alerting": "maybe"},
         {"since": -1},
         {"adapter": "../etc"},
