@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast fuzz fuzz-quick fuzz-run bench bench-deps lint style system-deps provision clean dashboard-png console-png test-tracing
+.PHONY: install run test test-fast fuzz fuzz-quick fuzz-run bench bench-deps lint style system-deps provision clean dashboard-png console-png test-tracing trace-png
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -124,3 +124,7 @@ $(PHOENIX_VENV)/.installed:
 
 test-tracing: install $(PHOENIX_VENV)/.installed
 	$(PYTEST) tests/unit/test_telemetry.py tests/api/test_tracing.py tests/e2e/test_tracing_phoenix.py
+
+# The README's trace picture: a chat completion's trace and its tone evaluations in Phoenix's UI (Debian's chromium).
+trace-png: install system-deps $(PHOENIX_VENV)/.installed
+	TONEWATCH_TRACE_PNG=docs/tracing/phoenix-trace.png $(PYTEST) tests/e2e/test_tracing_phoenix.py -k screenshot

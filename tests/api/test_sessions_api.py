@@ -96,9 +96,11 @@ def test_session_endpoints_validate_and_delete(app_client):
     assert app_client.get("/v1/sessions/x", params={"limit": 5000}, headers=AUTH).status_code == 400
     # a cursor past SQLite's integer range is a 400, not a 500
     assert app_client.get("/v1/sessions/never-seen", params={"cursor": 2**63}, headers=AUTH).status_code == 400
-    last = app_client.get("/v1/sessions/never-seen", params={"cursor": 2**63 - 1}, headers=AUTH)
-    assert last.status_code == 200 and last.json()["turns"] == []  # an empty page past the end
+    # a session that is not there is a 404 at any cursor; one that is has an empty page past its end
+    assert app_client.get("/v1/sessions/never-seen", params={"cursor": 2**63 - 1}, headers=AUTH).status_code == 404
     score(app_client, "gone-1", FRIENDLY[:2])
+    last = app_client.get("/v1/sessions/gone-1", params={"cursor": 2**63 - 1}, headers=AUTH)
+    assert last.status_code == 200 and last.json()["turns"] == []
     assert app_client.delete("/v1/sessions/gone-1").status_code == 401
     assert app_client.delete("/v1/sessions/gone-1", headers=AUTH).json()["existed"] is True
     assert app_client.get("/v1/sessions/gone-1", headers=AUTH).status_code == 404

@@ -168,3 +168,49 @@ def _flatten(value: dict, prefix: str = "") -> dict:
         else:
             out[name] = item
     return out
+
+
+@pytest.mark.skipif(not os.environ.get("TONEWATCH_TRACE_PNG"), reason="set TONEWATCH_TRACE_PNG=<file> (make trace-png)")
+def test_screenshot_of_a_trace_and_its_evaluations_in_phoenix(tonewatch, phoenix):
+    """The README's picture: a chat completion's trace in Phoenix's UI, its tone evaluations on the chat span."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+    body = {
+        "messages": [{"role": "user", "content": "My parcel is late again. What can you do?"}],
+        "max_tokens": 16,
+        "temperature": 0,
+        "session_id": "ticket-4411",
+        "persona": "support-friendly",
+    }
+    headers = {"traceparent": f"00-{trace_id}-{parent}-01"}
+    assert httpx.post(tonewatch.base_url + "/v1/chat/completions", json=body, headers=headers, timeout=120).is_success
+    phoenix_spans(phoenix, trace_id, 5)
+    project = next(p for p in httpx.get(phoenix + "/v1/projects", timeout=10).json()["data"] if p["name"] == PROJECT)
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1440,1000",
+        "--no-proxy-server",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
+    try:
+        driver.get(f"{phoenix}/projects/{project['id']}/traces/{trace_id}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "chat " not in driver.find_element("tag name", "body").text:
+            time.sleep(0.5)
+        for element in driver.find_elements("xpath", "//*[starts-with(normalize-space(text()), 'chat ')]")[:1]:
+            element.click()  # the chat span: its attributes and events
+        time.sleep(2)
+        for tab in driver.find_elements("xpath", "//*[normalize-space(text())='Events']")[:1]:
+            tab.click()
+            time.sleep(1)
+        driver.save_screenshot(os.environ["TONEWATCH_TRACE_PNG"])
+    finally:
+        driver.quit()
