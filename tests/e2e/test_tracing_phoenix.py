@@ -194,7 +194,7 @@ def test_screenshot_of_a_trace_and_its_evaluations_in_phoenix(tonewatch, phoenix
         "--headless=new",
         "--no-sandbox",
         "--disable-dev-shm-usage",
-        "--window-size=1440,1000",
+        "--window-size=1440,1300",
         "--no-proxy-server",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
     ):
@@ -211,6 +211,9 @@ def test_screenshot_of_a_trace_and_its_evaluations_in_phoenix(tonewatch, phoenix
         for tab in driver.find_elements("xpath", "//*[normalize-space(text())='Events']")[:1]:
             tab.click()
             time.sleep(1)
+        for event in driver.find_elements("xpath", "//*[normalize-space(text())='gen_ai.evaluation.result']")[:2]:
+            event.click()  # open two of the evaluations: name, score, label, response id
+            time.sleep(0.5)
         driver.save_screenshot(os.environ["TONEWATCH_TRACE_PNG"])
     finally:
         driver.quit()
