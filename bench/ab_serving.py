@@ -1,10 +1,12 @@
 """Serving throughput of two commits side by side, for refactors that must not slow the engine down (±3 %).
 
-`python -m bench.ab_serving OLD_REF [NEW_REF]` checks OLD_REF out in a temporary git worktree (NEW_REF: this working
-tree), starts one server from each (`python -m app.cli serve` run from its own tree, so each imports its own `app`;
-same venv, same converted model, the same fixed engine thread count so start-up probes cannot choose differently),
-and sends both the same closed-loop load, 4 streams of 32 greedy tokens with a session, in alternating rounds
-(old, new, new, old, ...) so a drift in the machine's speed hits both alike. Writes bench/results/ab_serving.json.
+`python -m bench.ab_serving OLD_REF [NEW_REF] [--score]` checks OLD_REF out in a temporary git worktree
+(NEW_REF: this working tree), starts one server from each (`python -m app.cli serve` run from its own tree, so
+each imports its own `app`; same venv, same converted model, the same fixed engine thread count so start-up probes
+cannot choose differently), and sends both the same closed-loop load, 4 streams of 32 greedy tokens with a
+session, in alternating rounds (old, new, new, old, ...) so a drift in the machine's speed hits both alike. Writes
+bench/results/ab_serving.json.
+With --score the load is /v1/score instead (8 texts per call, with a session): bench/results/ab_score.json.
 """
 
 from __future__ import annotations
@@ -41,6 +43,38 @@ def _body(tag: str):
     return body_for
 
 
+SCORE_TEXTS = [
+    "Thanks so much for reaching out! I'm really happy to help you sort this out today.",
+    "Request received. Ticket 4411 closed.",
+    "We apologise for the inconvenience; a replacement has been dispatched and should arrive within three days.",
+    "No worries at all! I've updated your address, and you're all set.",
+]
+
+
+async def score_loop(url: str, concurrency: int, requests_per_client: int, tag: str) -> dict:
+    """`concurrency` clients post /v1/score (8 texts, a session each) back to back; texts/s and latency."""
+    latencies: list[float] = []
+    failures = 0
+
+    async def client(idx: int, http: httpx.AsyncClient) -> None:
+        nonlocal failures
+        for _ in range(requests_per_client):
+            body = {"texts": SCORE_TEXTS * 2, "session_id": f"ab-{tag}-{idx}", "persona": "support-friendly"}
+            t0 = time.perf_counter()
+            r = await http.post(url + "/v1/score", json=body)
+            if r.status_code != 200:
+                failures += 1
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    async with httpx.AsyncClient(timeout=600) as http:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(i, http) for i in range(concurrency)))
+        wall = time.perf_counter() - t0
+    texts = len(latencies) * len(SCORE_TEXTS) * 2
+    return {"tokens_per_s": texts / wall, "latency_s": {"p50": statistics.median(latencies)}, "failures": failures}
+
+
 def _start(tree: Path, port: int, work: Path) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -73,7 +107,7 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
     raise TimeoutError(url)
 
 
-def run(old_ref: str, new_ref: str | None = None) -> dict:
+def run(old_ref: str, new_ref: str | None = None, score: bool = False) -> dict:
     from tests.support.servers import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,16 +125,22 @@ def run(old_ref: str, new_ref: str | None = None) -> dict:
                 urls[arm] = f"http://127.0.0.1:{port}"
                 procs[arm] = _start(tree, port, Path(tmp) / f"work-{arm}")
                 _wait(urls[arm], procs[arm])  # one at a time: start-ups do not time each other
+
+            def load(arm: str, tag: str, n: int) -> dict:
+                if score:
+                    return asyncio.run(score_loop(urls[arm], STREAMS, n, tag))
+                return asyncio.run(closed_loop(urls[arm], STREAMS, n, _body(tag)))
+
             for arm in trees:
-                asyncio.run(closed_loop(urls[arm], STREAMS, 2, _body(f"warm-{arm}")))
+                load(arm, f"warm-{arm}", 2)
             rounds: dict[str, list[dict]] = {"old": [], "new": []}
             order = [arm for i in range(ROUNDS) for arm in (("old", "new") if i % 2 == 0 else ("new", "old"))]
             for i, arm in enumerate(order):
-                result = asyncio.run(closed_loop(urls[arm], STREAMS, REQUESTS_PER_STREAM, _body(f"{arm}-{i}")))
+                result = load(arm, f"{arm}-{i}", REQUESTS_PER_STREAM * (3 if score else 1))
                 rounds[arm].append(result)
-                print(
-                    f"  round {i:2d} {arm}: {result['tokens_per_s']:.1f} tok/s, p50 {result['latency_s']['p50']:.3f} s"
-                )
+                unit = "texts/s" if score else "tok/s"
+                rate, p50 = result["tokens_per_s"], result["latency_s"]["p50"]
+                print(f"  round {i:2d} {arm}: {rate:.1f} {unit}, p50 {p50:.3f} s")
         finally:
             for proc in procs.values():
                 proc.terminate()
@@ -122,18 +162,19 @@ def run(old_ref: str, new_ref: str | None = None) -> dict:
     result = {
         "old_ref": old_ref,
         "new_ref": new_ref or "working tree",
+        "load": "/v1/score, 8 texts per call, rate in texts/s" if score else f"chat, {MAX_TOKENS} greedy tokens, tok/s",
         "streams": STREAMS,
-        "max_tokens": MAX_TOKENS,
         "rounds_per_arm": ROUNDS,
         **summary,
         "throughput_change_pct": round(100 * (new["tokens_per_s"] / old["tokens_per_s"] - 1), 2),
         "p50_change_pct": round(100 * (new["p50_s"] / old["p50_s"] - 1), 2),
         "machine": machine(),
     }
-    write("ab_serving", result)
+    write("ab_score" if score else "ab_serving", result)
     return result
 
 
 if __name__ == "__main__":
-    out = run(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    refs = [a for a in sys.argv[1:] if not a.startswith("--")]
+    out = run(refs[0], refs[1] if len(refs) > 1 else None, score="--score" in sys.argv)
     print(json.dumps({k: v for k, v in out.items() if not isinstance(v, dict)}, indent=2))
