@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import PROMPTS, ROOT, closed_loop, machine, write
+from bench.common import ROOT, closed_loop, greedy_session_body, machine, write
 
 STREAMS = 4
 REQUESTS_PER_STREAM = 6
@@ -32,15 +32,7 @@ MAX_TOKENS = 32
 
 
 def _body(tag: str):
-    def body_for(idx: int, j: int) -> dict:
-        return {
-            "messages": [{"role": "user", "content": PROMPTS[(idx + j) % len(PROMPTS)]}],
-            "max_tokens": MAX_TOKENS,
-            "temperature": 0,
-            "session_id": f"ab-{tag}-{idx}",
-        }
-
-    return body_for
+    return greedy_session_body(f"ab-{tag}", MAX_TOKENS)
 
 
 SCORE_TEXTS = [

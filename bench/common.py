@@ -23,6 +23,20 @@ PROMPTS = [
 ]
 
 
+def greedy_session_body(tag: str, max_tokens: int):
+    """A closed_loop body_for: greedy chat requests over PROMPTS, one session per client (named by `tag`)."""
+
+    def body_for(idx: int, j: int) -> dict:
+        return {
+            "messages": [{"role": "user", "content": PROMPTS[(idx + j) % len(PROMPTS)]}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "session_id": f"{tag}-{idx}",
+        }
+
+    return body_for
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

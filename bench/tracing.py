@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import PROMPTS, RESULTS, closed_loop, write
+from bench.common import RESULTS, closed_loop, greedy_session_body, write
 
 STREAMS = 4
 REQUESTS_PER_STREAM = 6
@@ -25,15 +25,7 @@ MAX_TOKENS = 32
 
 
 def _body(tag: str):
-    def body_for(idx: int, j: int) -> dict:
-        return {
-            "messages": [{"role": "user", "content": PROMPTS[(idx + j) % len(PROMPTS)]}],
-            "max_tokens": MAX_TOKENS,
-            "temperature": 0,
-            "session_id": f"bench-{tag}-{idx}",
-        }
-
-    return body_for
+    return greedy_session_body(f"bench-{tag}", MAX_TOKENS)
 
 
 def _platform(url: str) -> str:

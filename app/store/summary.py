@@ -50,7 +50,7 @@ class SessionQuery:
         return self.owner or "*"
 
     def matches(self, summary: dict[str, Any]) -> bool:
-        """The filters, for a store that checks them row by row (tests and the SQLite fallback agree with it)."""
+        """The filters checked row by row: the reference the stores' indexed queries are tested against."""
         drift = summary.get("drift") or {}
         checks = [
             self.owner is None or summary.get("owner") == self.owner,
