@@ -232,22 +232,24 @@ class HistoryService:
         return flagged
 
     # ---- read path ------------------------------------------------------------------------------------------
-    async def _check_reader(self, session_id: str, reader: str | None) -> None:
-        """A client key (reader = its id) sees only its own sessions; others look like sessions that do not exist."""
+    async def _check_reader(self, session_id: str, reader: str | None) -> bool:
+        """A client key (reader = its id) sees only its own sessions; others look like sessions that do not exist.
+        True when the check has seen the session's summary (so it exists); False for the admin (not looked up)."""
         if reader is None:
-            return
+            return False
         summary = await self.store.session_summary(session_id)
         if summary is None or summary.get("owner") != reader:
             raise NotFound(f"session {session_id!r} has no recorded turns", param="session_id")
+        return True
 
     async def session(self, session_id: str, after: int, limit: int, reader: str | None = None) -> dict[str, Any]:
         try:
-            await self._check_reader(session_id, reader)
+            seen = await self._check_reader(session_id, reader)
             turns = await self.store.get_turns(session_id, after=after, limit=limit + 1)
             state = await self.store.get_state(session_state_key(session_id, "drift"))
         except StoreUnavailable as exc:
             raise StoreDown("session store is unavailable; turns are kept locally and replayed later") from exc
-        if not turns and state is None and (after == 0 or not await self._exists(session_id)):
+        if not turns and state is None and (after == 0 or not (seen or await self._exists(session_id))):
             # a page past the end of a session is empty; a session that is not there (or was deleted) is a 404
             raise NotFound(f"session {session_id!r} has no recorded turns", param="session_id")
         more = len(turns) > limit
