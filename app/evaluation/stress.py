@@ -241,12 +241,18 @@ async def evaluate_stress(
     window: int = 4,
     out_dir: Path | None = DEFAULT_OUT,
     context: Any = None,
+    methods: dict[str, list[str]] | None = None,
+    reference: str | None = None,
 ) -> dict[str, Any]:
     """Run the suite on every adapter: {report name: adapter path under the root, or None for a manifest/default
-    path}. 'base' is the model without an adapter. Writes report.json, report.md and plots when ``out_dir`` is set."""
+    path}. 'base' is the model without an adapter. ``methods`` groups runs as one method's seeds (default: each run
+    its own method); every method is compared with ``reference`` (default: the first). Writes report.json,
+    report.md and plots when ``out_dir`` is set."""
     from app.config import Settings
     from app.evaluation.report_run import build_context, close_context
 
+    if methods is not None and reference is not None and reference not in methods:
+        raise ValueError(f"reference {reference!r} is not one of the methods: {', '.join(methods)}")
     ctx = context or await build_context([], adapter_root)
     try:
         if persona not in ctx.scorer.personas:
@@ -284,6 +290,7 @@ async def evaluate_stress(
         "adapters": {name: run["summary"] for name, run in runs.items()},
         "rows": {name: {"single": run["single"], "sessions": run["sessions"]} for name, run in runs.items()},
     }
+    report["statistics"] = statistics(report, methods or {name: [name] for name in runs}, reference, window)
     if out_dir is not None:
         from app.evaluation.stress_report import write_stress_report
 
@@ -291,19 +298,56 @@ async def evaluate_stress(
     return report
 
 
+def statistics(
+    report: dict[str, Any], methods: dict[str, list[str]], reference: str | None, window: int = 4
+) -> dict[str, Any]:
+    """Intervals per method (over its seeds and the suite's units) and each method's paired comparison with the
+    reference method (app.evaluation.stress_stats)."""
+    from app.evaluation import stress_stats
+
+    reference = reference or next(iter(methods))
+    if reference not in methods:
+        raise ValueError(f"reference {reference!r} is not one of the methods: {', '.join(methods)}")
+    groups = {m: [report["rows"][run] for run in runs] for m, runs in methods.items()}
+    pairs = [(m, reference) for m in methods if m != reference]
+    out = stress_stats.compare(groups, pairs, report["meta"]["intended_label"], window=window)
+    return {"methods": methods, "reference": reference, **out}
+
+
 # ---- CLI ----------------------------------------------------------------------------------------------------------
 
 
-def parse_adapters(spec: str) -> dict[str, str | None]:
-    """'a,b=study/b' -> {"a": None, "b": "study/b"} (name=path under the adapter root)."""
-    out: dict[str, str | None] = {}
+def parse_methods(spec: str) -> tuple[dict[str, str | None], dict[str, list[str]]]:
+    """'a,b=study/b,c=study/c/seed13+study/c/seed14' -> runs {"a": None, "b": "study/b", "c-seed13": ...,
+    "c-seed14": ...} (name=path under the adapter root) and methods {"a": ["a"], "b": ["b"], "c": ["c-seed13",
+    "c-seed14"]}: several '+'-joined paths are one method's seeds, each run under its folder's name."""
+    runs: dict[str, str | None] = {}
+    methods: dict[str, list[str]] = {}
     for item in (s.strip() for s in spec.split(",")):
-        if item:
-            name, _, path = item.partition("=")
-            out[name.strip()] = path.strip() or None
-    if not out:
+        if not item:
+            continue
+        name, _, paths = item.partition("=")
+        name = name.strip()
+        parts = [x.strip() for x in paths.split("+") if x.strip()]
+        if len(parts) <= 1:
+            runs[name] = parts[0] if parts else None
+            methods[name] = [name]
+            continue
+        methods[name] = []
+        for path in parts:
+            run = f"{name}-{Path(path).name}"
+            if run in runs:
+                raise ValueError(f"{name}: two seeds in folders named {Path(path).name!r}")
+            runs[run] = path
+            methods[name].append(run)
+    if not runs:
         raise ValueError("no adapters")
-    return out
+    return runs, methods
+
+
+def parse_adapters(spec: str) -> dict[str, str | None]:
+    """'a,b=study/b' -> {"a": None, "b": "study/b"} (name=path under the adapter root; '+'-joined seeds expand)."""
+    return parse_methods(spec)[0]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,7 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tone-consistency stress suite.",
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--adapters", required=True, help="comma-separated names, name=path under the adapter root; 'base'")
+    p.add_argument(
+        "--adapters",
+        required=True,
+        help="comma-separated names, name=path under the adapter root, name=path+path for one method's seeds; 'base'",
+    )
+    p.add_argument("--reference", help="method every other one is compared with (default: the first)")
     p.add_argument("--persona", default="support-friendly", help="persona every answer is judged against")
     p.add_argument("--intended-label", help="default: the persona's most common exemplar label")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with messages.jsonl and sessions.jsonl")
@@ -335,9 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     suite = load_suite(args.data, per_style=args.per_style, sessions=args.sessions, turns=args.turns)
+    runs, methods = parse_methods(args.adapters)
     report = asyncio.run(
         evaluate_stress(
-            parse_adapters(args.adapters),
+            runs,
             suite,
             args.persona,
             adapter_root=Path(args.adapter_root) if args.adapter_root else None,
@@ -345,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             max_tokens=args.max_tokens,
             window=args.window,
             out_dir=Path(args.out),
+            methods=methods,
+            reference=args.reference,
         )
     )
     for name, s in report["adapters"].items():
@@ -355,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{sessions['alerted_turns_per_100']:.1f}, worst window {sessions['worst_window']['max']:.3f}, "
             f"formality leakage rho {single['leakage']['formality']['spearman_rho']}"
         )
+    from app.evaluation.stress_report import statistics_lines
+
+    print("\n".join(statistics_lines(report["statistics"])))
     print(f"wrote {Path(args.out) / 'report.md'}")
     return 0
 

@@ -38,6 +38,63 @@ def headline_rows(adapters: dict[str, dict[str, Any]]) -> list[str]:
     return rows
 
 
+HEADLINE_METRICS = (
+    ("single.intended_label_rate", "intended label, single"),
+    ("sessions.intended_label_rate", "intended label, sessions"),
+    ("single.persona_match_rate", "persona match, single"),
+    ("sessions.alerted_turns_per_100", "alerted turns /100"),
+    ("sessions.worst_window_mean", "worst window (session mean)"),
+    ("sessions.dimension_std_mean", "dim std in session"),
+)
+
+
+def _iv(iv: dict[str, Any]) -> str:
+    if iv.get("value") is None:
+        return "–"
+    ci = iv["ci95"]
+    seeds = ", ".join(f"{v:.2f}" for v in iv["per_seed"]) if len(iv["per_seed"]) > 1 else ""
+    return f"{iv['value']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" + (f" ({seeds})" if seeds else "")
+
+
+def statistics_lines(stats: dict[str, Any]) -> list[str]:
+    """Markdown: each method's intervals, then its paired comparison with the reference (also the CLI's output)."""
+    names = [label for _, label in HEADLINE_METRICS]
+    lines = [
+        "## Intervals",
+        "",
+        "Value = mean over the method's seeds; [95% bootstrap interval over messages (single) or sessions]; "
+        "(each seed's value) when there are several.",
+        "",
+        "| method | seeds | " + " | ".join(names) + " |",
+        "|---|---:|" + "---:|" * len(names),
+    ]
+    for method, runs in stats["methods"].items():
+        ivs = stats["intervals"][method]
+        lines.append(f"| {method} | {len(runs)} | " + " | ".join(_iv(ivs[m]) for m, _ in HEADLINE_METRICS) + " |")
+    if stats["comparisons"]:
+        lines += [
+            "",
+            f"## Paired with `{stats['reference']}`",
+            "",
+            "Difference (method − reference) on the same messages/sessions, paired bootstrap 95% interval, sign-flip "
+            "permutation p adjusted (Holm) over the methods compared; a verdict needs p < 0.05, an interval without 0 "
+            "and every seed pair agreeing in sign.",
+            "",
+            "| method | metric | difference [95% CI] | p (Holm) | seeds agree | verdict |",
+            "|---|---|---:|---:|---|---|",
+        ]
+        for comp in stats["comparisons"]:
+            for metric, label in HEADLINE_METRICS:
+                c = comp["metrics"][metric]
+                if c["diff"] is None:
+                    continue
+                lines.append(
+                    f"| {comp['method']} | {label} | {c['diff']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | "
+                    f"{c['p_holm']:.3f} | {'yes' if c['seeds_agree'] else 'no'} | {c['verdict']} |"
+                )
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     meta, adapters = report["meta"], report["adapters"]
     lines = [
@@ -63,7 +120,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         by = s["single_turn"]["by_style"]
         cells = " | ".join(_pct(by.get(st, {}).get("intended_label_rate")) for st in styles)
         lines.append(f"| {name} | {cells} |")
-    lines += ["", "![by style](by_style.png)", "", "![leakage](leakage.png)", "", "## Cost", ""]
+    lines += ["", "![by style](by_style.png)", "", "![leakage](leakage.png)", ""]
+    if report.get("statistics"):
+        lines += [*statistics_lines(report["statistics"]), ""]
+    lines += ["## Cost", ""]
     lines += ["| adapter | requests | wall s | process CPU s |", "|---|---:|---:|---:|"]
     for name, s in adapters.items():
         c = s["cost"]

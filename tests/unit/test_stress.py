@@ -11,7 +11,15 @@ import pytest
 
 from app.evaluation import stress_metrics as sm
 from app.evaluation.report_run import EvalContext
-from app.evaluation.stress import StressSuite, load_suite, parse_adapters, run_stress, summarize_stress
+from app.evaluation.stress import (
+    StressSuite,
+    load_suite,
+    parse_adapters,
+    parse_methods,
+    run_stress,
+    statistics,
+    summarize_stress,
+)
 from app.evaluation.stress_report import render_markdown
 from app.metrics import Metrics
 
@@ -95,6 +103,16 @@ def test_load_suite_cuts_per_style_and_turns():
     assert parse_adapters("base,lora-r4=study/lora-r4") == {"base": None, "lora-r4": "study/lora-r4"}
 
 
+def test_plus_joined_paths_are_one_methods_seeds():
+    runs, methods = parse_methods("base, dora=study/dora-r8/seed13+study/dora-r8/seed14")
+    assert runs == {"base": None, "dora-seed13": "study/dora-r8/seed13", "dora-seed14": "study/dora-r8/seed14"}
+    assert methods == {"base": ["base"], "dora": ["dora-seed13", "dora-seed14"]}
+    with pytest.raises(ValueError, match="two seeds"):
+        parse_methods("x=a/seed1+b/seed1")
+    with pytest.raises(ValueError, match="no adapters"):
+        parse_methods(" , ")
+
+
 class FakeScorer:
     """Deterministic stand-in for ToneScorer: dimensions from the text's letters, persona distance from length."""
 
@@ -170,5 +188,16 @@ async def test_stress_runs_on_a_tiny_model(tiny):
             "created": "now",
         },
         "adapters": {"base": s},
+        "rows": {"base": run, "again": run},
     }
     assert "| base |" in render_markdown(report)
+    # the same answers as a second method: intervals for both, a zero difference and no verdict
+    report["statistics"] = statistics(report, {"base": ["base"], "twice": ["base", "again"]}, None, window=2)
+    paired = report["statistics"]["comparisons"][0]["metrics"]["single.intended_label_rate"]
+    assert paired["diff"] == 0 and paired["verdict"] == "no evidence"
+    iv = report["statistics"]["intervals"]["twice"]["single.intended_label_rate"]
+    assert iv["value"] == s["single_turn"]["intended_label_rate"] and iv["units"] == 10
+    md = render_markdown(report)
+    assert "## Intervals" in md and "## Paired with `base`" in md
+    with pytest.raises(ValueError, match="reference"):
+        statistics(report, {"base": ["base"]}, "nope")
