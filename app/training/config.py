@@ -12,6 +12,7 @@ from typing import Any
 ADAPTER_TYPES = ("lora", "dora", "adalora", "loha", "lokr")
 PERSONA_KEYS = ("friendly", "formal", "robotic")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+QUANTIZE = (None, "nf4")
 
 
 @dataclass
@@ -41,6 +42,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     name: str | None = None  # for the training card; default: the output folder's name
     head_mask: str | None = None  # JSON head selection (app/training/head_mask.py): LoRA trains only those heads
+    quantize: str | None = None  # "nf4": train on the 4-bit base (QLoRA, app/training/quantized.py); None: float32
 
     # ---- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -83,6 +85,10 @@ class TrainConfig:
             raise ValueError("checkpoint_every must be >= 0")
         if self.head_mask is not None and self.type != "lora":
             raise ValueError("head_mask: only plain LoRA adapters can be restricted to heads")
+        if self.quantize not in QUANTIZE:
+            raise ValueError(f"quantize must be one of {', '.join(map(str, QUANTIZE))}, got {self.quantize!r}")
+        if self.quantize and self.type not in ("lora", "dora"):
+            raise ValueError("quantize: a 4-bit base trains LoRA or DoRA adapters only")
         return self
 
     @property
@@ -166,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"continue from the checkpoint if there is one {default('resume')}",
     )
     p.add_argument("--device", help=f"auto | cpu | cuda | cuda:N {default('device')}")
+    p.add_argument(
+        "--quantize", choices=["nf4"], help="train on the base quantized to 4-bit NF4 (QLoRA; needs bitsandbytes)"
+    )
     p.add_argument("--name", help="adapter name for the training card (default: output folder name)")
     p.add_argument(
         "--head-mask", help="JSON head selection: train LoRA only on those attention heads (default: all heads)"

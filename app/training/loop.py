@@ -78,6 +78,13 @@ def load_base(config: TrainConfig, device: str):
     from app.engine.provision import load_base_model, resolve_base_model
 
     source = resolve_base_model(config.base_model)
+    if config.quantize == "nf4":
+        from app.engine.provision import materialize
+        from app.training.quantized import load_nf4_base, require_bitsandbytes
+
+        require_bitsandbytes()  # before materialize, which may convert a GGUF for minutes
+        model, tokenizer = load_nf4_base(materialize(source, Settings().model_cache_dir), device)
+        return model, tokenizer, source.name
     model, tokenizer = load_base_model(source, Settings().model_cache_dir, device, "float32")
     return model, tokenizer, source.name
 

@@ -16,6 +16,7 @@ import sys
 
 from app.training.config import build_parser, config_from_args
 from app.training.loop import train_adapter
+from app.training.quantized import QuantizationUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = train_adapter(config)
+    try:
+        out = train_adapter(config)
+    except QuantizationUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     summary = json.loads((out / "training_summary.json").read_text())
     print(json.dumps({k: summary[k] for k in ("name", "examples", "final_loss", "duration_s", "weights_bytes")}))
     return 0

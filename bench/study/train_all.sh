@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Train the adapter study's methods one after another (CPU, torch threads = cores); logs in bench/results/tmp/study/logs (gitignored).
-# Resumable: each config resumes from its checkpoint. Usage: bench/study/train_all.sh [config names...]
+# Train the adapter study's runs one after another (CPU, torch threads = cores), each as NAME@SEED: configs/study/NAME.yaml
+# with that seed, written to models/adapters/study/NAME/seedSEED. Logs in bench/results/tmp/study/logs (gitignored).
+# Resumable: a finished run (training_summary.json present) is skipped, an interrupted one resumes from its
+# checkpoint (every 20 steps). Usage: bench/study/train_all.sh lora-r8@13 dora-r8@13 ...
 set -u
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1
 logs=bench/results/tmp/study/logs
 mkdir -p "$logs"
-names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(lora-r4 lora-r16 dora-r8 adalora-r8 sparse-heads)
-for name in "${names[@]}"; do
-  out=$(grep '^output:' "configs/study/$name.yaml" | awk '{print $2}')
-  if [ -f "$out/training_summary.json" ]; then echo "skip $name (done)"; continue; fi
-  echo "$(date +%T) start $name"
-  .venv/bin/python -m app.cli train-adapter --config "configs/study/$name.yaml" >"$logs/$name.log" 2>&1
-  echo "$(date +%T) end $name rc=$?"
+for run in "$@"; do
+  name=${run%@*}
+  seed=${run#*@}
+  out=models/adapters/study/$name/seed$seed
+  if [ -f "$out/training_summary.json" ]; then echo "skip $run (done)"; continue; fi
+  echo "$(date +%T) start $run"
+  .venv/bin/python -m app.cli train-adapter --config "configs/study/$name.yaml" --seed "$seed" --output "$out" \
+    --name "$name-s$seed" --checkpoint-dir "bench/results/tmp/study/checkpoints/$name-s$seed/checkpoint" \
+    >>"$logs/$name-s$seed.log" 2>&1
+  echo "$(date +%T) end $run rc=$?"
 done

@@ -155,6 +155,22 @@ def test_config_yaml_with_flag_overrides(tmp_path):
         TrainConfig.from_dict({"data": ["a"], "output": "o", "type": "prefix"})
 
 
+def test_quantized_base_is_checked_and_needs_bitsandbytes(tmp_path, monkeypatch, capsys):
+    args = build_parser().parse_args(["--data", "a.jsonl", "--output", "o", "--quantize", "nf4"])
+    assert config_from_args(args).quantize == "nf4"
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        TrainConfig.from_dict({"data": ["a"], "output": "o", "quantize": "int3"})
+    with pytest.raises(ValueError, match="LoRA or DoRA"):
+        TrainConfig.from_dict({"data": ["a"], "output": "o", "quantize": "nf4", "type": "adalora"})
+    # without bitsandbytes: a clear error naming the install command, exit 2, nothing written
+    monkeypatch.setitem(__import__("sys").modules, "bitsandbytes", None)
+    out = tmp_path / "adapter"
+    data = ",".join(map(str, DATA))
+    assert main(["--data", data, "--output", str(out), "--quantize", "nf4", "--steps", "1"]) == 2
+    assert "pip install -e '.[study]'" in capsys.readouterr().err
+    assert not out.exists()
+
+
 # ---- training -------------------------------------------------------------------------------------------------------
 
 
