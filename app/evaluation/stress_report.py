@@ -72,24 +72,27 @@ def statistics_lines(stats: dict[str, Any]) -> list[str]:
         ivs = stats["intervals"][method]
         lines.append(f"| {method} | {len(runs)} | " + " | ".join(_iv(ivs[m]) for m, _ in HEADLINE_METRICS) + " |")
     if stats["comparisons"]:
+        refs = {c["reference"] for c in stats["comparisons"]}
+        title = f"Paired with `{refs.pop()}`" if len(refs) == 1 else "Paired comparisons"
         lines += [
             "",
-            f"## Paired with `{stats['reference']}`",
+            f"## {title}",
             "",
             "Difference (method − reference) on the same messages/sessions, paired bootstrap 95% interval, sign-flip "
             "permutation p adjusted (Holm) over the methods compared; a verdict needs p < 0.05, an interval without 0 "
             "and every seed pair agreeing in sign.",
             "",
-            "| method | metric | difference [95% CI] | p (Holm) | seeds agree | verdict |",
-            "|---|---|---:|---:|---|---|",
+            "| method | reference | metric | difference [95% CI] | p (Holm) | seeds agree | verdict |",
+            "|---|---|---|---:|---:|---|---|",
         ]
         for comp in stats["comparisons"]:
             for metric, label in HEADLINE_METRICS:
                 c = comp["metrics"][metric]
                 if c["diff"] is None:
                     continue
+                lo, hi = c["ci95"]
                 lines.append(
-                    f"| {comp['method']} | {label} | {c['diff']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | "
+                    f"| {comp['method']} | {comp['reference']} | {label} | {c['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
                     f"{c['p_holm']:.3f} | {'yes' if c['seeds_agree'] else 'no'} | {c['verdict']} |"
                 )
     return lines

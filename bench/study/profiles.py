@@ -82,7 +82,7 @@ def write_sparse_config(template: str, out: str, selection: str, layers: list[in
         checkpoint_dir=f"bench/results/tmp/study/checkpoints/{name}/checkpoint",
     )
     header = (
-        "# Adapter study (issue 15, docs/study.md): head-targeted sparse LoRA, written by bench/study/profiles.py "
+        "# Adapter study (issues 15, 28; docs/study.md): head-targeted sparse LoRA, written by bench/study/profiles.py "
         f"select from {template}'s data/steps/seed/lr; only the heads in {selection} train.\n"
     )
     Path(out).write_text(header + yaml.safe_dump(config, sort_keys=False))

@@ -1,10 +1,13 @@
-"""Build the adapter study's report (bench/results/study/report.{md,json} + plots) from what the study wrote:
+"""Build the adapter study's report (bench/results/study/report.{md,json} + plots) from what the study wrote
+(bench/study/run_study.sh):
 
-* each adapter's training_summary.json (train-adapter),
-* the stress-suite report (tonewatch eval --suite stress ... --out bench/results/study/stress),
+* each adapter's training_summary.json (train-adapter), one folder per method and seed:
+  models/adapters/study/<method>/seed<N>/;
+* the stress-suite reports, one per method with all its seeds (bench/results/study/stress/<method>/report.json;
+  they keep every scored answer, so intervals and paired tests are computed here from the rows);
 * the ΔW profiles (python -m bench.study.profiles profile bench/results/study/profiles.json ...).
 
-    python -m bench.study.report [--methods name=path,...]
+    python -m bench.study.report [--out bench/results/study]
 """
 
 from __future__ import annotations
@@ -17,28 +20,51 @@ from typing import Any
 
 import numpy as np
 
-from app.evaluation.stress_report import headline_rows
+from app.evaluation import stress_metrics as sm
+from app.evaluation import stress_stats
+from app.evaluation.formatting import fmt as _f
+from app.evaluation.stress_report import HEADLINE_METRICS, headline_rows, statistics_lines
 
 ADAPTER_ROOT = Path("models/adapters")
+STUDY = ADAPTER_ROOT / "study"
 OUT = Path("bench/results/study")
-METHODS = {
-    "base": None,
-    "support-friendly": "support-friendly",
-    "lora-r4": "study/lora-r4",
-    "lora-r16": "study/lora-r16",
-    "dora-r8": "study/dora-r8",
-    "adalora-r8": "study/adalora-r8",
-    "sparse-heads": "study/sparse-heads",
+# (method, what it is); the order of the report's tables
+METHODS: dict[str, str] = {
+    "base": "the base model, no adapter",
+    "lora-r8": "LoRA r8 q/k/v/o (the control: the shipped support-friendly recipe)",
+    "dora-r8": "DoRA r8 q/k/v/o",
+    "adalora-r8": "AdaLoRA rank 8 → 4 q/k/v/o",
+    "qlora-r8": "LoRA r8 q/k/v/o trained on the NF4 4-bit base (QLoRA)",
+    "lora-r16": "LoRA r16 q/k/v/o",
+    "lora-r4": "LoRA r4 q/k/v/o",
+    "sparse-heads": "LoRA r16 on the 10 layers × 3+1 heads with most ΔW energy in LoRA r4 seed 13",
+    "lora-r1": "LoRA r1 on q and v (very low parameter count)",
 }
+# paired comparisons at matched trainable parameters (the claim's test), plus capacity and the tiny arm vs the control
+PAIRS: list[tuple[str, str]] = [
+    ("dora-r8", "lora-r8"),
+    ("adalora-r8", "lora-r8"),
+    ("qlora-r8", "lora-r8"),
+    ("sparse-heads", "lora-r4"),
+    ("lora-r4", "lora-r8"),
+    ("lora-r16", "lora-r8"),
+    ("lora-r1", "lora-r8"),
+]
+STABILITY = (  # per-adapter stress values that concentration might predict
+    ("sessions.intended_label_rate", "intended label, sessions"),
+    ("sessions.alerted_turns_per_100", "alerted turns /100"),
+    ("sessions.worst_window_mean", "worst window"),
+    ("sessions.dimension_std_mean", "dim std in session"),
+)
 
 
 def _json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def merged_stress(folder: Path) -> dict[str, Any]:
-    """The stress runs under ``folder`` (one report.json per sub-folder, same suite settings) as one report."""
-    merged: dict[str, Any] = {"meta": {}, "adapters": {}, "runs": []}
+def load_stress(folder: Path) -> dict[str, Any]:
+    """The per-method stress reports under ``folder`` as one: same suite settings, rows by run, methods by seed."""
+    merged: dict[str, Any] = {"meta": {}, "adapters": {}, "rows": {}, "methods": {}, "runs": []}
     for path in sorted(folder.glob("*/report.json")):
         run = json.loads(path.read_text())
         meta = {k: v for k, v in run["meta"].items() if k != "created"}
@@ -46,113 +72,153 @@ def merged_stress(folder: Path) -> dict[str, Any]:
             raise ValueError(f"{path}: stress settings differ from the other runs")
         merged["meta"] = meta
         merged["adapters"].update(run["adapters"])
+        merged["rows"].update(run["rows"])
+        merged["methods"].update((run.get("statistics") or {}).get("methods") or {n: [n] for n in run["adapters"]})
         merged["runs"].append({"folder": str(path.parent), "created": run["meta"]["created"]})
     return merged
 
 
-def method_entry(name: str, path: str | None, stress: dict[str, Any], profiles: dict[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": name, "peft_type": None, "path": path, "trainable_params": 0, "rank": None}
-    if path is not None:
-        folder = ADAPTER_ROOT / path
-        config = _json(folder / "adapter_config.json") or {}
-        summary = _json(folder / "training_summary.json") or {}
-        train_config = summary.get("config", {})
-        peft_type = config.get("peft_type")
-        entry.update(
-            peft_type=("DORA" if config.get("use_dora") else peft_type),
-            trainable_params=summary.get("trainable_params"),
-            allocated_params=summary.get("allocated_params", summary.get("trainable_params")),
-            rank=config.get("r") or config.get("init_r"),
-            target_rank=config.get("target_r"),
-            alpha=config.get("lora_alpha"),
-            target_modules=sorted(config.get("target_modules") or []),
-            layers=config.get("layers_to_transform"),
-            head_mask=train_config.get("head_mask"),
-            weights_bytes=(folder / "adapter_model.safetensors").stat().st_size,
-            train={
-                "steps": train_config.get("steps"),
-                "batch_size": train_config.get("batch_size"),
-                "lr": train_config.get("lr"),
-                "seed": train_config.get("seed"),
-                "cpu_s": summary.get("cpu_s"),
-                "wall_s": summary.get("duration_s"),
-                "first_loss": summary.get("first_loss"),
-                "final_loss": summary.get("final_loss"),
-                "device": summary.get("device"),
-            },
+def seed_folders(method: str) -> list[Path]:
+    folders = [p for p in (STUDY / method).glob("seed*") if (p / "adapter_config.json").is_file()]
+    return sorted(folders, key=lambda p: int(p.name.removeprefix("seed")))
+
+
+def train_entry(folder: Path) -> dict[str, Any]:
+    config = _json(folder / "adapter_config.json") or {}
+    summary = _json(folder / "training_summary.json") or {}
+    t = summary.get("config", {})
+    return {
+        "path": str(folder.relative_to(ADAPTER_ROOT)),
+        "seed": t.get("seed"),
+        "peft_type": "DORA" if config.get("use_dora") else config.get("peft_type"),
+        "rank": config.get("r") or config.get("init_r"),
+        "target_rank": config.get("target_r"),
+        "target_modules": sorted(config.get("target_modules") or []),
+        "layers": config.get("layers_to_transform"),
+        "quantize": t.get("quantize"),
+        "trainable_params": summary.get("trainable_params"),
+        "weights_bytes": (folder / "adapter_model.safetensors").stat().st_size,
+        "steps": t.get("steps"),
+        "batch_size": t.get("batch_size"),
+        "lr": t.get("lr"),
+        "cpu_s": summary.get("cpu_s"),
+        "wall_s": summary.get("duration_s"),
+        "final_loss": summary.get("final_loss"),
+        "device": summary.get("device"),
+    }
+
+
+def method_entries(stress: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for name, what in METHODS.items():
+        seeds = [train_entry(f) for f in seed_folders(name)] if name != "base" else []
+        if not seeds and (name != "base" or name not in stress["methods"]):
+            continue
+        first = seeds[0] if seeds else {}
+        runs = stress["methods"].get(name, [])
+        out.append(
+            {
+                "name": name,
+                "what": what,
+                "peft_type": first.get("peft_type"),
+                "rank": first.get("rank"),
+                "target_rank": first.get("target_rank"),
+                "quantize": first.get("quantize"),
+                "trainable_params": first.get("trainable_params", 0),
+                "steps": first.get("steps"),
+                "batch_size": first.get("batch_size"),
+                "seeds": [s["seed"] for s in seeds],
+                "paths": [s["path"] for s in seeds],
+                "train": seeds,
+                "stress_runs": runs,
+                "stress_per_seed": {r: stress["adapters"][r] for r in runs if r in stress["adapters"]},
+            }
         )
-    entry["stress"] = stress.get(name)
-    entry["profile"] = {k: v for k, v in (profiles.get(name) or {}).items() if not isinstance(v, dict)} or None
-    return entry
+    return out
 
 
-def _f(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
+def concentration_vs_stability(
+    methods: list[dict[str, Any]], profiles: dict[str, Any], stats: dict[str, Any], intended: str, window: int
+) -> dict[str, Any]:
+    """Per trained adapter (method × seed): its ΔW concentration and its stress stability values; Spearman ρ with a
+    permutation p across adapters for each pair (does a concentrated update hold the voice better?)."""
+    points = []
+    for m in methods:
+        for entry in m["train"]:
+            key = f"{m['name']}-seed{entry['seed']}"  # the profile's and the stress run's name (run_study.sh)
+            prof = profiles.get(key)
+            rows = stats["rows"].get(key) if key in m["stress_runs"] else None
+            if not prof or rows is None:
+                continue
+            point = {
+                "adapter": key,
+                "q_head_top10": prof.get("q_head_energy_top10pct_share"),
+                "layer_top_third": prof.get("layer_energy_top_third_share"),
+            }
+            for metric, _ in STABILITY:
+                point[metric] = stress_stats.interval(
+                    [rows], stress_stats.BY_NAME[metric], intended, window=window, n=1
+                )["value"]
+            points.append(point)
+    tests = {}
+    for x in ("q_head_top10", "layer_top_third"):
+        for metric, _ in STABILITY:
+            pairs = [(p[x], p[metric]) for p in points if p[x] is not None and p[metric] is not None]
+            if len(pairs) >= 4:
+                xs, ys = zip(*pairs, strict=True)
+                leak = sm.leakage(list(xs), list(ys))
+                tests[f"{x}~{metric}"] = {"n": len(pairs), "rho": leak["spearman_rho"], "p": leak["p_value"]}
+    return {"points": points, "tests": tests}
 
 
-def render(report: dict[str, Any], stress_meta: dict[str, Any]) -> str:
-    methods = report["methods"]
+def render(report: dict[str, Any]) -> str:
+    meta, methods = report["stress_meta"], report["methods"]
     lines = [
-        "# Adapter study: does LoRA hold a tone worse than DoRA, AdaLoRA or a head-targeted sparse LoRA?",
+        "# Adapter study: does LoRA hold a tone worse than DoRA, AdaLoRA, QLoRA or a head-targeted sparse LoRA?",
         "",
-        f"Persona `{report['persona']}`; adapters under `{report['adapter_root']}`. Method and discussion: "
+        f"Persona `{report['persona']}`; adapters under `{STUDY}/<method>/seed<N>/`. Method and discussion: "
         "[docs/study.md](../../../docs/study.md). Stress suite: "
-        f"{stress_meta.get('messages')} single messages + {stress_meta.get('sessions')} sessions "
-        f"({stress_meta.get('session_turns')} turns), greedy, max_tokens {stress_meta.get('max_tokens')}, scorer "
-        f"`{stress_meta.get('scorer_version')}`, on {stress_meta.get('device')}.",
+        f"{meta.get('messages')} single messages + {meta.get('sessions')} sessions ({meta.get('session_turns')} "
+        f"turns), greedy, max_tokens {meta.get('max_tokens')}, scorer `{meta.get('scorer_version')}`, on "
+        f"{meta.get('device')}.",
         "",
         "## Methods and training cost",
         "",
-        "| method | type | rank | trainable params | file bytes | steps × batch | seed | CPU s | wall s | "
-        "loss first → final |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | what | type | trainable params | steps × batch | seeds | CPU s per seed | final loss per seed |",
+        "|---|---|---|---:|---:|---|---:|---:|",
     ]
     for m in methods:
-        t = m.get("train") or {}
-        rank = m["rank"] if not m.get("target_rank") else f"{m['rank']}→{m['target_rank']}"
-        steps = f"{t.get('steps')} × {t.get('batch_size')}" if t else "–"
+        t = m["train"]
+        steps = f"{m['steps']} × {m['batch_size']}" if t else "–"
+        cpu = ", ".join(_f(s.get("cpu_s"), 0) for s in t) or "–"
+        loss = ", ".join(_f(s.get("final_loss"), 3) for s in t) or "–"
+        kind = (m["peft_type"] or "base") + (f" on {m['quantize']}" if m.get("quantize") else "")
         lines.append(
-            f"| {m['name']} | {m['peft_type'] or 'base'} | {_f(rank)} | {_f(m['trainable_params'])} | "
-            f"{_f(m.get('weights_bytes'))} | {steps} | {_f(t.get('seed'))} | {_f(t.get('cpu_s'), 0)} | "
-            f"{_f(t.get('wall_s'), 0)} | {_f(t.get('first_loss'), 2)} → {_f(t.get('final_loss'), 2)} |"
+            f"| {m['name']} | {m['what']} | {kind} | {_f(m['trainable_params'])} | {steps} | "
+            f"{', '.join(map(str, m['seeds'])) or '–'} | {cpu} | {loss} |"
         )
-    lines += [
-        "",
-        "CPU s is the training process's CPU time (2 threads); wall s is inflated by other jobs on the shared "
-        "2-core machine, which at times paused this one.",
-        "",
-        "## Stress suite",
-        "",
-        *headline_rows({m["name"]: m["stress"] for m in methods if m["stress"]}),
-        "",
-        "![stress](stress.png)",
-        "",
-        "## ΔW profile: does the update concentrate in a few heads?",
-        "",
-        "| method | ‖ΔW‖_F | share of q-head energy in the top 10% of heads | share of layer energy in the top "
-        "third of layers | largest single head share | mean effective rank |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for m in methods:
-        p = m.get("profile")
-        if p:
-            lines.append(
-                f"| {m['name']} | {_f(p['frobenius_norm'], 2)} | {_f(p['q_head_energy_top10pct_share'])} | "
-                f"{_f(p['layer_energy_top_third_share'])} | {_f(p['max_head_share'])} | "
-                f"{_f(p['effective_rank_mean'], 2)} |"
-            )
-    lines += [
-        "",
-        "Query-head energy: squared ΔW norm of a head's q_proj rows plus its o_proj columns; 10% of 270 heads is "
-        "27 (uniform spread would give 0.10).",
-        "",
-        "![profiles](profiles.png)",
-        "",
-    ]
+    stats = report.get("statistics")
+    lines += ["", "## Stress suite, per adapter and seed", "", *headline_rows(report["stress_per_run"]), ""]
+    if stats:
+        lines += [*statistics_lines(stats), "", "![intervals](intervals.png)", ""]
+    conc = report.get("concentration")
+    if conc and conc["points"]:
+        lines += [
+            "## ΔW concentration and tone stability",
+            "",
+            "Per adapter: share of query-head ΔW energy (q rows + o columns) in the top 10% of the model's 270 heads "
+            "(uniform spread: 0.10) and of layer energy in the top third of layers, beside its stress values.",
+            "",
+            "| adapter | q-head top 10% | layer top third | " + " | ".join(label for _, label in STABILITY) + " |",
+            "|---|---:|---:|" + "---:|" * len(STABILITY),
+        ]
+        for p in conc["points"]:
+            cells = " | ".join(_f(p[m]) for m, _ in STABILITY)
+            lines.append(f"| {p['adapter']} | {_f(p['q_head_top10'])} | {_f(p['layer_top_third'])} | {cells} |")
+        lines += ["", "| concentration ~ stability | adapters | Spearman ρ | permutation p |", "|---|---:|---:|---:|"]
+        for key, t in conc["tests"].items():
+            lines.append(f"| {key} | {t['n']} | {_f(t['rho'], 2)} | {_f(t['p'])} |")
+        lines += ["", "![profiles](profiles.png)", ""]
     return "\n".join(lines)
 
 
@@ -162,50 +228,77 @@ def plot(report: dict[str, Any], profiles: dict[str, Any], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [m for m in report["methods"] if m["stress"]]
-    names = [m["name"] for m in methods]
-    x = np.arange(len(names))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    single = [m["stress"]["single_turn"]["intended_label_rate"] or 0 for m in methods]
-    sessions = [m["stress"]["sessions"]["intended_label_rate"] or 0 for m in methods]
-    axes[0].bar(x - 0.2, single, 0.4, label="single turn")
-    axes[0].bar(x + 0.2, sessions, 0.4, label="sessions")
-    axes[0].set_ylim(0, 1.05)
-    axes[0].set_title("intended-label rate")
-    axes[0].legend(fontsize=8)
-    axes[1].bar(x, [m["stress"]["sessions"]["worst_window"]["max"] or 0 for m in methods])
-    axes[1].set_title("worst 4-turn persona distance")
-    for i, dim in enumerate(("formality", "politeness")):
-        rho = [m["stress"]["single_turn"]["leakage"][dim]["spearman_rho"] or 0 for m in methods]
-        axes[2].bar(x + (i - 0.5) * 0.4, rho, 0.4, label=dim)
-    axes[2].axhline(0, color="k", lw=0.6)
-    axes[2].set_title("tone leakage (Spearman ρ, customer → answer)")
-    axes[2].legend(fontsize=8)
-    for ax in axes:
-        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
-        ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(out / "stress.png", dpi=110)
-    plt.close(fig)
+    stats = report.get("statistics")
+    if stats:
+        names = list(stats["intervals"])
+        fig, axes = plt.subplots(1, len(HEADLINE_METRICS), figsize=(3.2 * len(HEADLINE_METRICS), 4))
+        for ax, (metric, label) in zip(axes, HEADLINE_METRICS, strict=True):
+            ivs = [stats["intervals"][n][metric] for n in names]
+            y = np.arange(len(names))
+            values = [iv["value"] if iv["value"] is not None else np.nan for iv in ivs]
+            lo = [iv["value"] - iv["ci95"][0] if iv["ci95"] else 0 for iv in ivs]
+            hi = [iv["ci95"][1] - iv["value"] if iv["ci95"] else 0 for iv in ivs]
+            ax.errorbar(values, y, xerr=[lo, hi], fmt="o", capsize=3)
+            for k, iv in enumerate(ivs):
+                ax.scatter(iv["per_seed"], [k] * len(iv["per_seed"]), marker="x", color="gray", s=18, zorder=3)
+            ax.set_yticks(y, names if ax is axes[0] else [""] * len(names), fontsize=8)
+            ax.invert_yaxis()
+            ax.set_title(label, fontsize=9)
+            ax.grid(alpha=0.3)
+        fig.suptitle("Seed mean, 95% bootstrap interval over messages/sessions, seeds (x)")
+        fig.tight_layout()
+        fig.savefig(out / "intervals.png", dpi=110)
+        plt.close(fig)
 
-    named = [n for n in METHODS if n in profiles]
+    named = [k for k in profiles if k.endswith("seed13")]
     if not named:
         return
-    fig, axes = plt.subplots(1, len(named), figsize=(2.6 * len(named), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(named), figsize=(2.4 * len(named), 5), squeeze=False)
     for ax, name in zip(axes[0], named, strict=True):
         q = profiles[name]["q_head_energy"]
-        layers = list(range(30))  # SmolLM2-135M: 30 layers x 9 query heads; layers without the adapter are 0
         width = len(next(iter(q.values())))
-        grid = np.array([q.get(str(k), [0.0] * width) for k in layers])
+        grid = np.array([q.get(str(k), [0.0] * width) for k in range(30)])  # SmolLM2-135M: 30 layers x 9 heads
         ax.imshow(grid / grid.sum(), aspect="auto", cmap="magma", interpolation="nearest")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name.removesuffix("-seed13"), fontsize=9)
         ax.set_xlabel("query head")
-        ax.set_yticks(range(len(layers)), [str(k) for k in layers], fontsize=5)
+        ax.set_yticks(range(30), [str(k) for k in range(30)], fontsize=5)
     axes[0][0].set_ylabel("layer")
-    fig.suptitle("Share of ΔW energy per query head (q rows + o columns)")
+    fig.suptitle("Share of ΔW energy per query head (q rows + o columns), seed 13")
     fig.tight_layout()
     fig.savefig(out / "profiles.png", dpi=110)
     plt.close(fig)
+
+
+def build(out: Path, persona: str = "support-friendly") -> dict[str, Any]:
+    stress = load_stress(out / "stress")
+    profiles = _json(out / "profiles.json") or {}
+    methods = method_entries(stress)
+    report: dict[str, Any] = {
+        "persona": persona,
+        "adapter_root": str(ADAPTER_ROOT),
+        "stress_meta": stress["meta"],
+        "stress_runs": stress["runs"],
+        "methods": methods,
+        "stress_per_run": stress["adapters"],
+    }
+    if stress["rows"]:
+        intended, window = stress["meta"]["intended_label"], stress["meta"]["window"]
+        groups = {
+            m["name"]: [stress["rows"][r] for r in m["stress_runs"]]
+            for m in methods
+            if m["stress_runs"] and all(r in stress["rows"] for r in m["stress_runs"])
+        }
+        pairs = [(a, b) for a, b in PAIRS if a in groups and b in groups]
+        report["statistics"] = {
+            "methods": {n: stress["methods"][n] for n in groups},
+            **stress_stats.compare(groups, pairs, intended, window=window),
+        }
+        for m in methods:
+            m["stress"] = report["statistics"]["intervals"].get(m["name"])
+        report["concentration"] = concentration_vs_stability(
+            methods, profiles, {"rows": stress["rows"]}, intended, window
+        )
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,24 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
     out = Path(args.out)
-    stress_report = merged_stress(out / "stress")
-    profiles = _json(out / "profiles.json") or {}
-    methods = [
-        method_entry(name, path, stress_report["adapters"], profiles)
-        for name, path in METHODS.items()
-        if path is None or (ADAPTER_ROOT / path / "adapter_config.json").is_file()
-    ]
-    report = {
-        "persona": args.persona,
-        "adapter_root": str(ADAPTER_ROOT),
-        "stress_meta": stress_report["meta"],
-        "stress_runs": stress_report.get("runs", []),
-        "methods": methods,
-    }
+    report = build(out, args.persona)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    (out / "report.md").write_text(render(report, stress_report["meta"]))
-    plot(report, profiles, out)
+    (out / "report.md").write_text(render(report))
+    plot(report, _json(out / "profiles.json") or {}, out)
     print(f"wrote {out / 'report.md'}")
     return 0
 

@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
-# One stress-suite run of the study's bounded subset: OUT_NAME then adapters (name=path under models/adapters).
-# Subset: the first 3 messages of each of the 10 styles, the first 6 sessions x 10 turns, greedy, 64 tokens.
+# One method's run of the full stress suite (every style's messages, every session, every turn; greedy, 64 tokens):
+# OUT_NAME then the --adapters spec (name=path+path under models/adapters for a method's seeds, or base).
 set -u
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1
-name=$1; shift
-adapters=$(IFS=,; echo "$*")
-exec .venv/bin/python -m app.cli eval --suite stress --adapters "$adapters" --persona support-friendly \
-  --per-style 3 --sessions 6 --turns 10 --max-tokens 64 --out "bench/results/study/stress/$name"
+exec .venv/bin/python -m app.cli eval --suite stress --adapters "$2" --persona support-friendly --max-tokens 64 \
+  --out "bench/results/study/stress/$1"
