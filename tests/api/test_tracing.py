@@ -59,6 +59,15 @@ def spans_of(receiver: Receiver, trace_id: str, count: int) -> list[Span]:
     return receiver.wait_for(lambda r: (s := r.trace(trace_id)) and len(s) >= count and s, what=f"{count} spans")
 
 
+def with_names(receiver: Receiver, trace_id: str, *starts: str) -> list[Span]:
+    """The trace's spans once one starting with each of ``starts`` has arrived (spans are exported as they end, the
+    server span last, so a count alone can return before it)."""
+    return receiver.wait_for(
+        lambda r: (s := r.trace(trace_id)) and all(any(x.name.startswith(n) for x in s) for n in starts) and s,
+        what=f"spans {starts}",
+    )
+
+
 def one(spans: list[Span], name_start: str) -> Span:
     [span] = [s for s in spans if s.name.startswith(name_start)]
     return span
@@ -178,7 +187,7 @@ def test_score_calls_emit_evaluations_and_the_drift_alarm_onset(embedded, receiv
     assert r.status_code == 200
     results = r.json()["results"]
     assert any(x["drift"]["alert"] for x in results)
-    spans = spans_of(receiver, trace_id, 2)
+    spans = with_names(receiver, trace_id, "tonewatch.score_texts")
     call = one(spans, "tonewatch.score_texts")
     assert call.attributes["gen_ai.conversation.id"] == "trace-drift-1"
     events = [a for name, a in call.events if name == EVALUATION]
@@ -283,7 +292,7 @@ def test_gateway_forwards_the_trace_to_the_upstream(gateway, receiver):
     r = client.post("/v1/chat/completions", json=body, headers=headers)
     assert r.status_code == 200, r.text
     sent = upstream.headers[-1]["traceparent"].split("-")
-    spans = spans_of(receiver, trace_id, 4)
+    spans = with_names(receiver, trace_id, "chat up-model")
     chat = one(spans, "chat up-model")
     assert chat.kind == CLIENT and sent[1] == trace_id and sent[2] == chat.span_id  # the engine's parent
     a = chat.attributes
@@ -307,7 +316,7 @@ def test_gateway_stream_relay_is_traced(gateway, receiver):
         assert r.status_code == 200
         assert any("tone" in line for line in r.iter_lines())
     assert upstream.headers[-1]["traceparent"].split("-")[1] == trace_id
-    chat = one(spans_of(receiver, trace_id, 3), "chat up-model")
+    chat = one(with_names(receiver, trace_id, "chat up-model"), "chat up-model")
     assert chat.attributes["gen_ai.response.id"] == "up-stream-1"
     assert chat.attributes["gen_ai.response.finish_reasons"] == ["stop"]
     assert "tone" in evaluations(chat)
@@ -326,3 +335,35 @@ def test_a_dead_collector_changes_nothing_for_requests(tmp_path, monkeypatch):
             assert r.status_code == 200 and r.json()["results"][0]["label"]
         r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]})
         assert r.status_code == 200 and r.json()["tone"]
+
+
+def test_the_grpc_exporter_delivers_the_same_trace_and_evaluations(tmp_path, monkeypatch):
+    """OTEL_EXPORTER_OTLP_PROTOCOL=grpc against a real OTLP/gRPC receiver: the caller's trace continued, the score
+    call's evaluations as span events and as log-based events, a relayed chat completion's GenAI span."""
+    grpc_receiver = Receiver().start_grpc()
+    try:
+        otel_env(monkeypatch, grpc_receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+        settings = Settings(db_path=tmp_path / "tw.db", adapter_root=tmp_path / "adapters", upstream_url=Upstream().url)
+        with TestClient(create_app(settings)) as client:
+            trace_id, parent, headers = traceparent()
+            body = {"texts": FRIENDLY[:2], "persona": "support-friendly", "session_id": "grpc-1"}
+            r = client.post("/v1/score", json=body, headers=headers)
+            assert r.status_code == 200
+            spans = with_names(grpc_receiver, trace_id, "POST /v1/score", "tonewatch.score_texts")
+            assert one(spans, "POST /v1/score").parent_span_id == parent
+            call = one(spans, "tonewatch.score_texts")
+            labels = [a for name, a in call.events if name == EVALUATION and a["gen_ai.evaluation.name"] == "tone"]
+            assert [a["gen_ai.evaluation.score.label"] for a in labels] == [x["label"] for x in r.json()["results"]]
+            grpc_receiver.wait_for(
+                lambda rec: [e for e in rec.logs if e.trace_id == trace_id and e.event_name == EVALUATION],
+                what="log events over gRPC",
+            )
+            chat_trace, _, headers = traceparent()
+            r = client.post(
+                "/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]}, headers=headers
+            )
+            assert r.status_code == 200
+            chat = one(with_names(grpc_receiver, chat_trace, "POST /v1/chat/completions", "chat "), "chat ")
+            assert chat.attributes["gen_ai.response.id"] == r.json()["id"]
+    finally:
+        grpc_receiver.stop()

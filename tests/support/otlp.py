@@ -1,6 +1,8 @@
-"""A real OTLP/HTTP receiver on loopback for the tests: it accepts what the SDK's exporters POST to /v1/traces and
-/v1/logs, decodes the protobuf (ExportTraceServiceRequest / ExportLogsServiceRequest, opentelemetry-proto) and keeps
-flattened spans and log records to assert on. `delay_s` makes it a slow collector."""
+"""A real OTLP receiver on loopback for the tests: over HTTP it accepts what the SDK's exporters POST to /v1/traces
+and /v1/logs; over gRPC (``start_grpc``) it serves the collector's TraceService/LogsService (opentelemetry-proto's
+generated stubs on a grpcio server). Either way it decodes the protobuf (ExportTraceServiceRequest /
+ExportLogsServiceRequest) and keeps flattened spans and log records to assert on. `delay_s` makes it a slow
+collector."""
 
 from __future__ import annotations
 
@@ -93,7 +95,38 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
+    def start_grpc(self) -> Receiver:
+        """The same receiver as an OTLP/gRPC endpoint (``url`` is http://127.0.0.1:PORT, as OTEL_* wants it)."""
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        receiver = self
+
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request, context):  # the service method's name
+                receiver._traces(request.SerializeToString())
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        class Logs(logs_service_pb2_grpc.LogsServiceServicer):
+            def Export(self, request, context):
+                receiver._logs(request.SerializeToString())
+                return logs_service_pb2.ExportLogsServiceResponse()
+
+        self.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self.grpc_server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), self.grpc_server)
+        self.port = self.grpc_server.add_insecure_port("127.0.0.1:0")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_server.start()
+        return self
+
     def stop(self) -> None:
+        if getattr(self, "grpc_server", None) is not None:
+            self.grpc_server.stop(grace=None)
+            return
         self.server.shutdown()
         self.server.server_close()
 
