@@ -41,6 +41,36 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+SCORE_TEXT = (
+    "Thanks so much for your patience! I've checked your order and the replacement ships tomorrow morning, so it "
+    "should reach you by Friday. If anything else comes up, just reply here and I'll sort it out."
+)
+SCORE_REQUESTS_PER_STREAM = 25
+
+
+async def score_loop(url: str, tag: str) -> dict:
+    """STREAMS clients posting /v1/score (one answer, with a session: scoring, history, drift and, when on, its span
+    and evaluation events) back to back. Scoring costs ~1/20 of a generation, so export's share is far easier to
+    see here than beside a 1.5 s completion."""
+    latencies: list[float] = []
+    failures = 0
+
+    async def client(idx: int, http: httpx.AsyncClient) -> None:
+        nonlocal failures
+        for _ in range(SCORE_REQUESTS_PER_STREAM):
+            t0 = time.perf_counter()
+            body = {"texts": [SCORE_TEXT], "session_id": f"{tag}-{idx}", "persona": "support-friendly"}
+            r = await http.post(url + "/v1/score", json=body)
+            if r.status_code != 200:
+                failures += 1
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    async with httpx.AsyncClient(timeout=120) as http:
+        await asyncio.gather(*(client(i, http) for i in range(STREAMS)))
+    return {"p50_s": statistics.median(latencies), "failures": failures}
+
+
 def _metric(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
@@ -101,6 +131,19 @@ def run() -> dict:
                     f"p50 {result['latency_s']['p50'] * 1000:7.1f} ms, CPU {result['cpu_ms_per_request']:6.1f} "
                     f"ms/request, failures {result['failures']}"
                 )
+            scores: dict[str, list[dict]] = {"on": [], "off": []}
+            for arm in ("on", "off"):  # warm-up
+                asyncio.run(score_loop(servers[arm].base_url, f"warm-score-{arm}"))
+            for i, arm in enumerate(order):
+                pid = servers[arm].proc.pid
+                cpu = _cpu_s(pid)
+                result = asyncio.run(score_loop(servers[arm].base_url, f"score-{arm}-{i}"))
+                result["cpu_ms_per_request"] = 1000 * (_cpu_s(pid) - cpu) / (STREAMS * SCORE_REQUESTS_PER_STREAM)
+                scores[arm].append(result)
+                print(
+                    f"  score round {i:2d} export {arm:3s}: p50 {result['p50_s'] * 1000:6.1f} ms, CPU "
+                    f"{result['cpu_ms_per_request']:5.2f} ms/request, failures {result['failures']}"
+                )
             time.sleep(6)  # the batch processor's schedule delay (5 s): the last spans reach the receiver
             metrics = httpx.get(servers["on"].base_url + "/metrics").text
         finally:
@@ -121,6 +164,18 @@ def run() -> dict:
         }
 
     on, off = arm_summary("on"), arm_summary("off")
+
+    def score_summary(arm: str) -> dict:
+        results = scores[arm]
+        return {
+            "p50_ms_rounds": [round(1000 * r["p50_s"], 2) for r in results],
+            "cpu_ms_per_request_rounds": [round(r["cpu_ms_per_request"], 3) for r in results],
+            "p50_ms": 1000 * statistics.median(r["p50_s"] for r in results),
+            "cpu_ms_per_request": statistics.median(r["cpu_ms_per_request"] for r in results),
+            "failures": sum(r["failures"] for r in results),
+        }
+
+    score_on, score_off = score_summary("on"), score_summary("off")
     result = {
         "streams": STREAMS,
         "requests_per_stream_per_round": REQUESTS_PER_STREAM,
@@ -133,6 +188,15 @@ def run() -> dict:
         # round-to-round noise of p50 within one arm: a difference below it is not a measured cost
         "p50_round_spread_ms": round(1000 * statistics.stdev(off["p50_s_rounds"]), 2),
         "cpu_ms_per_request_change": round(on["cpu_ms_per_request"] - off["cpu_ms_per_request"], 2),
+        "score": {
+            "streams": STREAMS,
+            "requests_per_stream_per_round": SCORE_REQUESTS_PER_STREAM,
+            "export_on": score_on,
+            "export_off": score_off,
+            "p50_change_ms": round(score_on["p50_ms"] - score_off["p50_ms"], 2),
+            "p50_round_spread_ms": round(statistics.stdev(score_off["p50_ms_rounds"]), 2),
+            "cpu_ms_per_request_change": round(score_on["cpu_ms_per_request"] - score_off["cpu_ms_per_request"], 3),
+        },
         "spans_received": len(receiver.spans),
         "evaluation_events_received": sum(1 for e in receiver.logs if e.event_name == "gen_ai.evaluation.result"),
         "engine_choices_alike": platforms["on"] == platforms["off"],
@@ -146,6 +210,11 @@ def run() -> dict:
         f"p50 {result['p50_change_ms']:+.2f} ms (round spread {result['p50_round_spread_ms']:.1f} ms), CPU "
         f"{result['cpu_ms_per_request_change']:+.2f} ms/request; {result['spans_received']} spans, "
         f"{result['evaluation_events_received']} evaluation events received, {result['otel_dropped']:.0f} dropped"
+    )
+    sc = result["score"]
+    print(
+        f"  /v1/score at {STREAMS} streams: p50 {sc['p50_change_ms']:+.2f} ms (round spread "
+        f"{sc['p50_round_spread_ms']:.2f} ms), CPU {sc['cpu_ms_per_request_change']:+.3f} ms/request"
     )
     _plot(on, off)
     return result
