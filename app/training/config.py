@@ -173,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help=f"auto | cpu | cuda | cuda:N {default('device')}")
     p.add_argument(
-        "--quantize", choices=["nf4"], help="train on the base quantized to 4-bit NF4 (QLoRA; needs bitsandbytes)"
+        "--quantize",
+        choices=["nf4"],
+        help="train on the base quantized to 4-bit NF4 (QLoRA; needs bitsandbytes) (default: none, the float32 base)",
     )
     p.add_argument("--name", help="adapter name for the training card (default: output folder name)")
     p.add_argument(
