@@ -45,26 +45,13 @@ SCORE_TEXTS = [
 
 async def score_loop(url: str, concurrency: int, requests_per_client: int, tag: str) -> dict:
     """`concurrency` clients post /v1/score (8 texts, a session each) back to back; texts/s and latency."""
-    latencies: list[float] = []
-    failures = 0
 
-    async def client(idx: int, http: httpx.AsyncClient) -> None:
-        nonlocal failures
-        for _ in range(requests_per_client):
-            body = {"texts": SCORE_TEXTS * 2, "session_id": f"ab-{tag}-{idx}", "persona": "support-friendly"}
-            t0 = time.perf_counter()
-            r = await http.post(url + "/v1/score", json=body)
-            if r.status_code != 200:
-                failures += 1
-                continue
-            latencies.append(time.perf_counter() - t0)
+    def body_for(idx: int, j: int) -> dict:
+        return {"texts": SCORE_TEXTS * 2, "session_id": f"ab-{tag}-{idx}", "persona": "support-friendly"}
 
-    async with httpx.AsyncClient(timeout=600) as http:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client(i, http) for i in range(concurrency)))
-        wall = time.perf_counter() - t0
-    texts = len(latencies) * len(SCORE_TEXTS) * 2
-    return {"tokens_per_s": texts / wall, "latency_s": {"p50": statistics.median(latencies)}, "failures": failures}
+    result = await closed_loop(url, concurrency, requests_per_client, body_for, path="/v1/score")
+    texts = result["latency_s"]["n"] * len(SCORE_TEXTS) * 2
+    return {"tokens_per_s": texts / result["wall_s"], "latency_s": result["latency_s"], "failures": result["failures"]}
 
 
 def _start(tree: Path, port: int, work: Path) -> subprocess.Popen:

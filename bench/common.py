@@ -55,8 +55,11 @@ def summary(latencies: list[float]) -> dict:
     }
 
 
-async def closed_loop(url: str, concurrency: int, requests_per_client: int, body_for) -> dict:
-    """`concurrency` clients each send requests back to back; returns latencies and token counts."""
+async def closed_loop(
+    url: str, concurrency: int, requests_per_client: int, body_for, path: str = "/v1/chat/completions"
+) -> dict:
+    """`concurrency` clients each POST ``path`` back to back; returns latencies and token counts (completion tokens
+    from the answers' usage; 0 for answers without one, such as /v1/score)."""
     latencies: list[float] = []
     tokens = 0
     failures = 0
@@ -66,12 +69,12 @@ async def closed_loop(url: str, concurrency: int, requests_per_client: int, body
         for j in range(requests_per_client):
             body = body_for(idx, j)
             t0 = time.perf_counter()
-            r = await http.post(url + "/v1/chat/completions", json=body)
+            r = await http.post(url + path, json=body)
             if r.status_code != 200:
                 failures += 1
                 continue
             latencies.append(time.perf_counter() - t0)
-            tokens += r.json()["usage"]["completion_tokens"]
+            tokens += (r.json().get("usage") or {}).get("completion_tokens", 0)
 
     async with httpx.AsyncClient(timeout=600) as http:
         t0 = time.perf_counter()
@@ -84,7 +87,7 @@ async def closed_loop(url: str, concurrency: int, requests_per_client: int, body
         "tokens_per_s": tokens / wall,
         "failures": failures,
         "latency_s": summary(latencies),
-        "per_token_s": (statistics.median(latencies) / (tokens / max(1, len(latencies)))) if latencies else None,
+        "per_token_s": (statistics.median(latencies) / (tokens / len(latencies))) if latencies and tokens else None,
     }
 
 

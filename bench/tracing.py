@@ -52,23 +52,12 @@ async def score_loop(url: str, tag: str) -> dict:
     """STREAMS clients posting /v1/score (one answer, with a session: scoring, history, drift and, when on, its span
     and evaluation events) back to back. Scoring costs ~1/20 of a generation, so export's share is far easier to
     see here than beside a 1.5 s completion."""
-    latencies: list[float] = []
-    failures = 0
 
-    async def client(idx: int, http: httpx.AsyncClient) -> None:
-        nonlocal failures
-        for _ in range(SCORE_REQUESTS_PER_STREAM):
-            t0 = time.perf_counter()
-            body = {"texts": [SCORE_TEXT], "session_id": f"{tag}-{idx}", "persona": "support-friendly"}
-            r = await http.post(url + "/v1/score", json=body)
-            if r.status_code != 200:
-                failures += 1
-                continue
-            latencies.append(time.perf_counter() - t0)
+    def body_for(idx: int, j: int) -> dict:
+        return {"texts": [SCORE_TEXT], "session_id": f"{tag}-{idx}", "persona": "support-friendly"}
 
-    async with httpx.AsyncClient(timeout=120) as http:
-        await asyncio.gather(*(client(i, http) for i in range(STREAMS)))
-    return {"p50_s": statistics.median(latencies), "failures": failures}
+    result = await closed_loop(url, STREAMS, SCORE_REQUESTS_PER_STREAM, body_for, path="/v1/score")
+    return {"p50_s": result["latency_s"]["p50"], "failures": result["failures"]}
 
 
 def _metric(text: str, name: str) -> float:
