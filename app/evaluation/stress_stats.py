@@ -108,6 +108,12 @@ def _draws(units: int, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, units, size=(n, units))
 
 
+def value(runs: Sequence[Rows], metric: Metric, intended: str, *, window: int = 4) -> float | None:
+    """The metric's value (mean over the seeds' runs), without an interval."""
+    num, den = unit_values(runs, metric, intended, window)
+    return _ratio(num.mean(axis=0), den) if den.size else None
+
+
 def interval(
     runs: Sequence[Rows], metric: Metric, intended: str, *, window: int = 4, n: int = BOOTSTRAP, seed: int = 0
 ) -> dict[str, Any]:

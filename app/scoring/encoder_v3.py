@@ -164,6 +164,9 @@ def train_encoder(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, AutoTokenizer
 
+    from app.training.data import batch_indices
+    from app.training.loop import linear_warmup_decay
+
     config = config or EncoderConfig()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -190,24 +193,15 @@ def train_encoder(
     model.train()
     losses: list[float] = []
     started, cpu = time.perf_counter(), time.process_time()
-    order = list(range(len(data)))
-    graded_order = list(range(len(graded)))
     for step in range(config.steps):
-        lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
-        lr *= (
-            max(0.0, (config.steps - step) / max(1, config.steps - config.warmup_steps))
-            if step >= config.warmup_steps
-            else 1.0
-        )
         for group in optimizer.param_groups:
-            group["lr"] = lr
-        chosen = [data[order[(step * config.batch_size + k) % len(order)]] for k in range(config.batch_size)]
-        if (step * config.batch_size) % len(order) < config.batch_size:
-            rng.shuffle(order)
+            group["lr"] = linear_warmup_decay(step, config.lr, config.warmup_steps, config.steps)
+        # the adapter trainer's batch order: a seeded permutation per pass, passes wrap
+        chosen = [data[i] for i in batch_indices(len(data), config.batch_size, config.seed, step)]
         a, p, n = (embed([t[k] for t in chosen]) for k in range(3))
         loss = loss_fn(a, p, n)
         if graded and config.aux_weight:
-            picks = [graded[graded_order[rng.randrange(len(graded_order))]] for _ in range(config.batch_size)]
+            picks = [graded[rng.randrange(len(graded))] for _ in range(config.batch_size)]
             target = torch.tensor([g for _, g in picks], dtype=torch.float32)
             loss = loss + config.aux_weight * torch.nn.functional.mse_loss(
                 torch.sigmoid(head(embed([t for t, _ in picks]))), target

@@ -89,13 +89,15 @@ def load_base(config: TrainConfig, device: str):
     return model, tokenizer, source.name
 
 
-def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warmup to ``lr`` over the warmup steps, then linear decay to 0 at ``steps`` (0-based step)."""
-    warmup = config.warmup
+def linear_warmup_decay(step: int, peak: float, warmup: int, steps: int) -> float:
+    """Linear warmup to ``peak`` over ``warmup`` steps, then linear decay to 0 at ``steps`` (0-based step)."""
     if step < warmup:
-        return config.lr * (step + 1) / warmup
-    remaining = max(1, config.steps - warmup)
-    return config.lr * max(0.0, (config.steps - step) / remaining)
+        return peak * (step + 1) / warmup
+    return peak * max(0.0, (steps - step) / max(1, steps - warmup))
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    return linear_warmup_decay(step, config.lr, config.warmup, config.steps)
 
 
 def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

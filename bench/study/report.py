@@ -138,7 +138,7 @@ def method_entries(stress: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def concentration_vs_stability(
-    methods: list[dict[str, Any]], profiles: dict[str, Any], stats: dict[str, Any], intended: str, window: int
+    methods: list[dict[str, Any]], profiles: dict[str, Any], rows_by_run: dict[str, Any], intended: str, window: int
 ) -> dict[str, Any]:
     """Per trained adapter (method × seed): its ΔW concentration and its stress stability values; Spearman ρ with a
     permutation p across adapters for each pair (does a concentrated update hold the voice better?)."""
@@ -147,7 +147,7 @@ def concentration_vs_stability(
         for entry in m["train"]:
             key = f"{m['name']}-seed{entry['seed']}"  # the profile's and the stress run's name (run_study.sh)
             prof = profiles.get(key)
-            rows = stats["rows"].get(key) if key in m["stress_runs"] else None
+            rows = rows_by_run.get(key) if key in m["stress_runs"] else None
             if not prof or rows is None:
                 continue
             point = {
@@ -156,9 +156,7 @@ def concentration_vs_stability(
                 "layer_top_third": prof.get("layer_energy_top_third_share"),
             }
             for metric, _ in STABILITY:
-                point[metric] = stress_stats.interval(
-                    [rows], stress_stats.BY_NAME[metric], intended, window=window, n=1
-                )["value"]
+                point[metric] = stress_stats.value([rows], stress_stats.BY_NAME[metric], intended, window=window)
             points.append(point)
     tests = {}
     for x in ("q_head_top10", "layer_top_third"):
@@ -295,9 +293,7 @@ def build(out: Path, persona: str = "support-friendly") -> dict[str, Any]:
         }
         for m in methods:
             m["stress"] = report["statistics"]["intervals"].get(m["name"])
-        report["concentration"] = concentration_vs_stability(
-            methods, profiles, {"rows": stress["rows"]}, intended, window
-        )
+        report["concentration"] = concentration_vs_stability(methods, profiles, stress["rows"], intended, window)
     return report
 
 
