@@ -243,10 +243,13 @@ async def evaluate_stress(
     context: Any = None,
     methods: dict[str, list[str]] | None = None,
     reference: str | None = None,
+    together: bool = False,
 ) -> dict[str, Any]:
     """Run the suite on every adapter: {report name: adapter path under the root, or None for a manifest/default
     path}. 'base' is the model without an adapter. ``methods`` groups runs as one method's seeds (default: each run
-    its own method); every method is compared with ``reference`` (default: the first). Writes report.json,
+    its own method); every method is compared with ``reference`` (default: the first). ``together`` runs every
+    adapter's requests at once instead of one adapter after another (greedy answers may then differ from a run on
+    its own in the last bits of a batch's arithmetic). Writes report.json,
     report.md and plots when ``out_dir`` is set."""
     from app.config import Settings
     from app.evaluation.report_run import build_context, close_context
@@ -263,12 +266,24 @@ async def evaluate_stress(
         intended = intended or intended_label_of(ctx, persona)
         customer = await customer_tones(ctx, suite)
         runs = {}
-        for name in adapters:
+
+        async def one(name: str) -> dict[str, Any]:
             log.info("stress: %s (%d messages, %d sessions)", name, len(suite.messages), len(suite.sessions))
-            runs[name] = await run_stress(
+            run = await run_stress(
                 ctx, name, suite, persona, customer, intended=intended, max_tokens=max_tokens, window=window
             )
-            log.info("stress: %s done in %.0f s", name, runs[name]["summary"]["cost"]["wall_s"])
+            log.info("stress: %s done in %.0f s", name, run["summary"]["cost"]["wall_s"])
+            return run
+
+        if together:
+            # one stream of requests for every run: the engine batches rows of different adapters in one forward, so
+            # N seeds' sessions decode N times as wide; each run's cost is then the shared run's (marked as such)
+            for name, run in zip(adapters, await asyncio.gather(*(one(n) for n in adapters)), strict=True):
+                run["summary"]["cost"]["shared_with"] = len(adapters)
+                runs[name] = run
+        else:
+            for name in adapters:
+                runs[name] = await one(name)
     finally:
         if context is None:
             close_context(ctx)
@@ -376,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapter-root", help="folder the adapters (and manifest.json) live in (default: TONEWATCH_ADAPTER_ROOT)"
     )
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (report.md, report.json, PNGs)")
+    p.add_argument(
+        "--together",
+        action="store_true",
+        help="send every adapter's requests at once, batched together (faster; cost is then shared); default: "
+        "one adapter after another",
+    )
     return p
 
 
@@ -397,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=Path(args.out),
             methods=methods,
             reference=args.reference,
+            together=args.together,
         )
     )
     for name, s in report["adapters"].items():

@@ -24,7 +24,7 @@ fi
 # shellcheck disable=SC2046
 bench/study/train_all.sh $(runs sparse-heads lora-r16 lora-r1 qlora-r8)
 
-for method in base lora-r8 dora-r8 adalora-r8 qlora-r8 lora-r4 sparse-heads lora-r16 lora-r1; do
+for method in lora-r8 dora-r8 adalora-r8 lora-r4 sparse-heads lora-r16 lora-r1 base qlora-r8; do
   [ -f "bench/results/study/stress/$method/report.json" ] && continue
   if [ "$method" = base ]; then spec=base; else
     paths=$(for s in $SEEDS; do [ -f "models/adapters/study/$method/seed$s/adapter_config.json" ] && printf '%s+' "study/$method/seed$s"; done)

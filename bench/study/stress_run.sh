@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One method's run of the full stress suite (every style's messages, every session, every turn; greedy, 64 tokens):
-# OUT_NAME then the --adapters spec (name=path+path under models/adapters for a method's seeds, or base).
+# OUT_NAME then the --adapters spec (name=path+path under models/adapters for a method's seeds, or base). A method's
+# seeds run together (--together: their rows share the engine's batches) with up to STRESS_BATCH rows per forward.
 set -u
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1
-exec .venv/bin/python -m app.cli eval --suite stress --adapters "$2" --persona support-friendly --max-tokens 64 \
+export TONEWATCH_MAX_BATCH_SIZE=${STRESS_BATCH:-32}
+exec .venv/bin/python -m app.cli eval --suite stress --adapters "$2" --persona support-friendly --max-tokens 64 --together \
   --out "bench/results/study/stress/$1"

@@ -201,3 +201,36 @@ async def test_stress_runs_on_a_tiny_model(tiny):
     assert "## Intervals" in md and "## Paired with `base`" in md
     with pytest.raises(ValueError, match="reference"):
         statistics(report, {"base": ["base"]}, "nope")
+
+
+async def test_runs_together_share_one_stream(tiny):
+    """--together: every run's requests at once (the engine batches them in one forward); each run still gets its
+    own rows and summary, and its cost says it was shared."""
+    from app.engine.worker import Engine
+    from app.evaluation.stress import evaluate_stress
+
+    model, tokenizer = tiny
+    engine = Engine(model, tokenizer, device="cpu", metrics=Metrics(), max_wait_ms=5)
+    engine.start()
+    ctx = EvalContext(engine, tokenizer, None, FakeScorer(), "tiny", "cpu")
+    full = load_suite(DATA, per_style=1, sessions=2, turns=3)
+    suite = StressSuite(full.messages, full.sessions, "test")
+    try:
+        report = await evaluate_stress(
+            {"base": None, "tiny": None},
+            suite,
+            "p",
+            context=ctx,
+            max_tokens=4,
+            window=2,
+            out_dir=None,
+            methods={"both": ["base", "tiny"]},
+            together=True,
+        )
+    finally:
+        engine.stop()
+    for name in ("base", "tiny"):
+        summary = report["adapters"][name]
+        assert summary["single_turn"]["answers"] == 10 and summary["sessions"]["turns"] == 6
+        assert summary["cost"]["shared_with"] == 2 and summary["cost"]["requests"] == 16
+    assert report["statistics"]["intervals"]["both"]["single.intended_label_rate"]["units"] == 10
