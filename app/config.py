@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         description="Torch threads of the engine's forwards; 0: auto — all cores but one for small decode batches "
         "(left to the event loop and the scorer), every core for prefills and from 8 running rows.",
     )
+    scorer: Literal["v2", "v3"] = Field(
+        "v2",
+        description="Tone scorer version: v2 (heads on the frozen MiniLM, models/style) | v3 (MiniLM tuned for style, "
+        "models/style-v3; docs in its MODEL_CARD.md).",
+    )
     scorer_device: str = Field(
         "auto",
         description="Where the tone scorer's encoder runs: auto (where the engine runs; the CPU in gateway mode) | "
@@ -239,7 +244,8 @@ class Settings(BaseSettings):
     # artifact folders that ship with the project
     @property
     def style_dir(self) -> Path:
-        return self.home / "models" / "style"
+        """The scorer version's artifact: heads (+ for v3 the encoder's style LoRA under encoder/)."""
+        return self.home / "models" / ("style" if self.scorer == "v2" else f"style-{self.scorer}")
 
     @property
     def persona_dir(self) -> Path:

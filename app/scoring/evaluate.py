@@ -86,8 +86,8 @@ def _score_split(head, rows, features, embeddings, train_idx, test_idx) -> dict:
     return out
 
 
-def cross_register(rows, features, embeddings, seed: int, fit: Callable) -> dict:
-    registers = sorted({r["register"] for r in rows if r["corpus"] == "v2"})
+def cross_register(rows, features, embeddings, seed: int, fit: Callable, corpora: tuple[str, ...] = ("v2",)) -> dict:
+    registers = sorted({r["register"] for r in rows if r["corpus"] in corpora})
     folds = {}
     for register in registers:
         test_idx = np.array([i for i, r in enumerate(rows) if r["register"] == register and not r.get("augmented")])
@@ -95,6 +95,27 @@ def cross_register(rows, features, embeddings, seed: int, fit: Callable) -> dict
         head = fit(rows, features, embeddings, train_idx, seed)
         folds[register] = _score_split(head, rows, features, embeddings, train_idx, test_idx)
     return {"cross_register": {"folds": folds, "mean": _mean_folds(list(folds.values()))}}
+
+
+def held_out_registers(
+    rows, features, frozen: np.ndarray, tuned: np.ndarray, registers: list[str], seed: int, fit: Callable
+) -> dict:
+    """v2 against v3 where the tuned encoder has never been: leave one of ``registers`` (those kept out of the
+    encoder's training) out at a time, fit the heads on every other row once on the frozen MiniLM's embeddings
+    (v2's encoder) and once on the tuned encoder's (v3's), and score both on that register's rows beside the length
+    and lexicon baselines. Same rows, same heads, same data: the difference is the encoder."""
+    folds: dict = {}
+    for register in registers:
+        test_idx = np.array([i for i, r in enumerate(rows) if r["register"] == register and not r.get("augmented")])
+        train_idx = np.array([i for i, r in enumerate(rows) if r["register"] != register])
+        folds[register] = {
+            name: _score_split(fit(rows, features, emb, train_idx, seed), rows, features, emb, train_idx, test_idx)
+            for name, emb in (("v2", frozen), ("v3", tuned))
+        }
+    mean = {name: _mean_folds([f[name] for f in folds.values()]) for name in ("v2", "v3")}
+    better = {dim: mean["v3"][dim]["model"] > mean["v2"][dim]["model"] for dim in DIMENSIONS}
+    better["label_accuracy"] = mean["v3"]["label_accuracy"] > mean["v2"]["label_accuracy"]
+    return {"registers": list(registers), "folds": folds, "mean": mean, "v3_better": better}
 
 
 def _mean_folds(folds: list[dict]) -> dict:
@@ -127,9 +148,9 @@ def in_register(rows, features, embeddings, seed: int, fit: Callable) -> dict:
     return {"in_register": out}
 
 
-def length_correlation(rows: list[dict]) -> dict:
+def length_correlation(rows: list[dict], corpora: tuple[str, ...] = ("v1", "v2")) -> dict:
     out = {}
-    for corpus in ("v1", "v2"):
+    for corpus in corpora:
         sub = [r for r in rows if r["corpus"] == corpus and not r.get("augmented")]
         words = [len(r["text"].split()) for r in sub]
         out[corpus] = {d: _spearman(words, [r[d] for r in sub]) for d in DIMENSIONS}
@@ -188,6 +209,12 @@ def headline(metrics: dict) -> dict:
         out[f"in_register_spearman_{dim}"] = round(inner[dim]["model"], 4)
     out["cross_register_label_accuracy"] = round(cross["label_accuracy"], 4)
     out["in_register_label_accuracy"] = round(inner["label_accuracy"], 4)
+    if "held_out" in metrics:
+        for version in ("v2", "v3"):
+            mean = metrics["held_out"]["mean"][version]
+            for dim in DIMENSIONS:
+                out[f"held_out_{version}_spearman_{dim}"] = round(mean[dim]["model"], 4)
+            out[f"held_out_{version}_label_accuracy"] = round(mean["label_accuracy"], 4)
     if "metamorphic" in metrics:
         inv = metrics["metamorphic"]["invariant"]
         out["metamorphic_invariant_max_move"] = round(max(v["max"] for v in inv.values()), 4)

@@ -24,7 +24,7 @@ from typing import Any
 
 from app.errors import InvalidRequest, NotFound
 from app.metrics import Metrics
-from app.scoring.embedder import Embedder
+from app.scoring.embedder import Embedder, encoder_lora
 from app.scoring.labels import DIMENSIONS
 from app.scoring.model import StyleHead
 from app.scoring.normalize import normalize
@@ -107,7 +107,7 @@ class ToneScorer:
     def load(
         cls, metrics: Metrics, style_dir: Path, persona_dir: Path, device: str = "cpu", threads: int = 0
     ) -> ToneScorer:
-        scorer = cls(StyleHead.load(style_dir), Embedder(device), metrics, threads=threads)
+        scorer = cls(StyleHead.load(style_dir), Embedder(device, encoder_lora(style_dir)), metrics, threads=threads)
         for persona in load_shipped(persona_dir):
             scorer._calibrate(persona)
             scorer.personas[persona.name] = persona

@@ -44,8 +44,9 @@ INVARIANCE_WEIGHT = 50.0
 FEATURE_STD_FLOOR = 0.1  # features are rates/squashed counts mostly in [0, 1]
 
 
-def load_corpus(folder: Path) -> list[dict]:
-    """v1 files (data/style/*.jsonl, register 'v1:<domain>') and v2 files (data/style/v2/*.jsonl)."""
+def load_corpus(folder: Path, v3: bool = False) -> list[dict]:
+    """v1 files (data/style/*.jsonl, register 'v1:<domain>') and v2 files (data/style/v2/*.jsonl); with ``v3`` also
+    the v3 minimal-pair groups (data/style/v3: each group a set, each rewrite a row)."""
     rows = []
     for path in sorted(folder.glob("*.jsonl")) + sorted((folder / "v2").glob("*.jsonl")):
         for line in path.read_text().splitlines():
@@ -54,6 +55,24 @@ def load_corpus(folder: Path) -> list[dict]:
                 row.setdefault("register", f"v1:{row.get('domain', 'misc')}")
                 row["corpus"] = "v2" if path.parent.name == "v2" else "v1"
                 rows.append(row)
+    if v3:
+        from app.scoring.corpus_v3 import load_texts
+
+        for t in load_texts(folder / "v3"):
+            rows.append(
+                {
+                    "id": f"{t.group}-{t.key}",
+                    "set": t.group,
+                    "register": t.register,
+                    "voice": t.voice,
+                    "label": t.label,
+                    "formality": t.formality,
+                    "politeness": t.politeness,
+                    "warmth": t.warmth,
+                    "text": t.text,
+                    "corpus": "v3",
+                }
+            )
     return rows
 
 
@@ -138,8 +157,12 @@ def fit_head(rows: list[dict], features: np.ndarray, embeddings: np.ndarray, idx
     return StyleHead({k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}, meta)
 
 
-def corpus_inputs(settings: Settings, seed: int, embedder=None) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    rows = load_corpus(settings.data_dir / "style")
+def corpus_inputs(
+    settings: Settings, seed: int, embedder=None, *, v3: bool = False, style_lora: Path | None = None
+) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Rows (+ augmented copies), their features and their embeddings by the plain MiniLM or, with ``style_lora``,
+    the MiniLM tuned for style (each encoder its own cache: the cache is keyed by text only)."""
+    rows = load_corpus(settings.data_dir / "style", v3=v3)
     rows += augment(rows, AUGMENT_SHARE, seed)
     texts = [normalize(r["text"]) for r in rows]
     features = extract_many(texts)
@@ -149,17 +172,26 @@ def corpus_inputs(settings: Settings, seed: int, embedder=None) -> tuple[list[di
         if embedder is None:
             from app.scoring.embedder import Embedder
 
-            embedder = Embedder()
+            embedder = Embedder(style_lora=style_lora)
         return embedder.encode(batch)
 
-    embeddings = cached_encode(texts, encode, settings.model_cache_dir / "style_embeddings.npz")
+    embeddings = cached_encode(texts, encode, settings.model_cache_dir / embedding_cache_name(style_lora))
     return rows, features, embeddings
+
+
+def embedding_cache_name(style_lora: Path | None) -> str:
+    if style_lora is None:
+        return "style_embeddings.npz"
+    digest = hashlib.sha256((Path(style_lora) / "adapter_model.safetensors").read_bytes()).hexdigest()[:12]
+    return f"style_embeddings-{digest}.npz"
 
 
 def train(seed: int = 13, settings: Settings | None = None, embedder=None, card: bool = True) -> dict:
     from app.scoring import evaluate  # evaluate needs nothing from here: no cycle
 
     settings = settings or Settings()
+    if settings.scorer == "v3":
+        return train_v3(seed, settings, card)
     np.random.seed(seed)
     steps = tqdm(total=5, desc="train-style", unit="step")
     steps.set_postfix_str("features + embeddings")
@@ -191,6 +223,66 @@ def train(seed: int = 13, settings: Settings | None = None, embedder=None, card:
         from app.scoring.model_card import write_card
 
         write_card(settings.style_dir / "MODEL_CARD.md", metrics, head.meta)
+    (settings.style_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    steps.update()
+    steps.close()
+    return evaluate.headline(metrics)
+
+
+def train_v3(seed: int, settings: Settings, card: bool = True) -> dict:
+    """Scorer v3's heads on the MiniLM tuned for style (models/style-v3/encoder, written by
+    `python -m app.scoring.encoder_v3 --out models/style-v3/encoder --hold-out ...`): the same recipe as v2 on
+    v1 + v2 + v3 text, evaluated leave-one-register-out, and against v2's frozen encoder on the registers the
+    encoder never saw."""
+    from app.scoring import evaluate
+    from app.scoring.embedder import Embedder, encoder_lora
+
+    lora = encoder_lora(settings.style_dir)
+    if lora is None:
+        raise FileNotFoundError(
+            f"no style encoder in {settings.style_dir / 'encoder'}; train it first: python -m app.scoring.encoder_v3 "
+            f"--out {settings.style_dir / 'encoder'} --hold-out REGISTERS"
+        )
+    encoder_summary = json.loads((lora / "encoder_training.json").read_text())
+    held_out = list(encoder_summary.get("held_out", {}).get("registers", []))
+    np.random.seed(seed)
+    steps = tqdm(total=6, desc="train-style v3", unit="step")
+    steps.set_postfix_str("features + embeddings (tuned and frozen encoder)")
+    rows, features, tuned = corpus_inputs(settings, seed, v3=True, style_lora=lora)
+    _, _, frozen = corpus_inputs(settings, seed, v3=True)
+    steps.update()
+    steps.set_postfix_str("cross-register folds")
+    metrics = evaluate.cross_register(rows, features, tuned, seed, fit_head, corpora=("v2", "v3"))
+    steps.update()
+    steps.set_postfix_str("registers the encoder never saw: v2 vs v3")
+    metrics["held_out"] = evaluate.held_out_registers(rows, features, frozen, tuned, held_out, seed, fit_head)
+    steps.update()
+    steps.set_postfix_str("in-register held-out")
+    metrics.update(evaluate.in_register(rows, features, tuned, seed, fit_head))
+    steps.update()
+    steps.set_postfix_str("final fit")
+    head = fit_head(rows, features, tuned, np.arange(len(rows)), seed)
+    head.meta.update(
+        seed=seed,
+        scorer="v3",
+        encoder_lora_sha256=hashlib.sha256((lora / "adapter_model.safetensors").read_bytes()).hexdigest()[:16],
+        train_rows=len(rows),
+        augmented_rows=sum(1 for r in rows if r.get("augmented")),
+        data_sha256=hashlib.sha256("\n".join(r["text"] for r in rows if not r.get("augmented")).encode()).hexdigest()[
+            :16
+        ],
+    )
+    steps.update()
+    steps.set_postfix_str("metamorphic suite + model card")
+    metrics["metamorphic"] = evaluate.metamorphic(head, Embedder(style_lora=lora))
+    metrics["length_correlation"] = evaluate.length_correlation(rows, ("v1", "v2", "v3"))
+    metrics["encoder"] = encoder_summary
+    head.meta["metrics"] = evaluate.headline(metrics)
+    head.save(settings.style_dir)
+    if card:
+        from app.scoring.model_card_v3 import write_card_v3
+
+        write_card_v3(settings.style_dir / "MODEL_CARD.md", metrics, head.meta)
     (settings.style_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     steps.update()
     steps.close()

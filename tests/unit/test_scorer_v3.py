@@ -1,0 +1,100 @@
+"""Scorer v3's plumbing: the version switch picks the artifact folder and its encoder LoRA, the v3 corpus joins the
+heads' training rows, and the held-out comparison tells a style-carrying encoder from a topic-only one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.config import Settings
+from app.scoring import evaluate
+from app.scoring.embedder import encoder_lora
+from app.scoring.labels import DIMENSIONS, LABELS
+from app.scoring.model_card_v3 import write_card_v3
+from app.scoring.train import fit_head, load_corpus
+
+
+def test_the_version_picks_the_artifact_folder(tmp_path):
+    assert Settings(home=tmp_path).style_dir == tmp_path / "models" / "style"
+    assert Settings(home=tmp_path, scorer="v3").style_dir == tmp_path / "models" / "style-v3"
+    assert encoder_lora(Settings().style_dir) is None  # v2 runs the plain MiniLM
+    (tmp_path / "encoder").mkdir()
+    assert encoder_lora(tmp_path) is None  # a folder without an adapter is not an encoder
+    (tmp_path / "encoder" / "adapter_config.json").write_text("{}")
+    assert encoder_lora(tmp_path) == tmp_path / "encoder"
+
+
+def test_the_v3_corpus_joins_as_sets_of_rewrites():
+    base = load_corpus(Settings().data_dir / "style")
+    rows = load_corpus(Settings().data_dir / "style", v3=True)
+    v3 = [r for r in rows if r["corpus"] == "v3"]
+    assert len(rows) == len(base) + len(v3) and len(v3) == 3600
+    sets: dict[str, list[dict]] = {}
+    for r in v3:
+        sets.setdefault(r["set"], []).append(r)
+    assert len(sets) == 360 and all(len(s) == 10 for s in sets.values())
+    assert {r["register"] for r in v3} >= {"sms", "tutoring", "application"}
+    assert all(r["label"] in LABELS and 0 <= r["formality"] <= 1 for r in v3)
+    assert len({r["id"] for r in rows if "id" in r}) == len([r for r in rows if "id" in r])  # ids stay unique
+
+
+def _synthetic(seed=0):
+    """Three registers of sets (four versions each); the 'tuned' embedding carries the grades, the 'frozen' one
+    only the set's topic."""
+    rng = np.random.default_rng(seed)
+    rows, tuned, frozen = [], [], []
+    mix = rng.normal(size=(3, 48))
+    for register in ("r1", "r2", "r3"):
+        for s in range(30):
+            topic = rng.normal(size=48)
+            for _ in range(4):
+                grades = rng.uniform(0, 1, size=3)
+                label = LABELS[int(grades[0] * 3.99)]
+                words = " ".join(["word"] * int(rng.integers(3, 30)))
+                rows.append(
+                    {"set": f"{register}-{s}", "register": register, "corpus": "v3", "label": label, "text": words}
+                    | dict(zip(DIMENSIONS, grades.tolist(), strict=True))
+                )
+                frozen.append(topic + 0.1 * rng.normal(size=48))
+                tuned.append(topic * 0.2 + grades @ mix + 0.05 * rng.normal(size=48))
+    features = rng.normal(size=(len(rows), 5))
+    return rows, features, np.array(frozen, dtype=np.float32), np.array(tuned, dtype=np.float32)
+
+
+def test_held_out_comparison_credits_the_encoder_that_carries_style():
+    rows, features, frozen, tuned = _synthetic()
+    out = evaluate.held_out_registers(rows, features, frozen, tuned, ["r1", "r3"], 13, fit_head)
+    assert set(out["folds"]) == {"r1", "r3"} and out["registers"] == ["r1", "r3"]
+    for dim in DIMENSIONS:
+        assert out["mean"]["v3"][dim]["model"] > 0.6 > abs(out["mean"]["v2"][dim]["model"])
+        assert out["v3_better"][dim]
+    # swapped, the same comparison says no: it is not biased toward the second encoder
+    swapped = evaluate.held_out_registers(rows, features, tuned, frozen, ["r1", "r3"], 13, fit_head)
+    assert not any(swapped["v3_better"][d] for d in DIMENSIONS)
+
+
+def test_the_card_states_where_v3_loses(tmp_path):
+    rows, features, frozen, tuned = _synthetic(1)
+    held = evaluate.held_out_registers(rows, features, tuned, frozen, ["r2"], 13, fit_head)  # v3 = the worse one
+    fold = {
+        d: {"model": 0.5, "model_min": 0.4, "length_only": 0.1, "lexicon": 0.2, "prediction_vs_length": 0.0}
+        for d in DIMENSIONS
+    }
+    invariant = {"curly": {"max": 0.01, "mean": 0.005, "violations": 0, "n": 12}}
+    directional = {"more_formal": {"passed": 12, "n": 12, "mean_delta": 0.2, "min_delta": 0.1}}
+    metrics = {
+        "encoder": {
+            "triplets": 10,
+            "graded": 5,
+            "config": {"steps": 2},
+            "first_loss": 1.0,
+            "final_loss": 0.5,
+            "held_out": {"registers": ["r2"], "triplets": 4, "accuracy_base": 0.5, "accuracy_tuned": 0.75},
+        },
+        "held_out": held,
+        "cross_register": {"folds": {"r1": {}}, "mean": {**fold, "label_accuracy": 0.7}},
+        "metamorphic": {"invariant": invariant, "directional": directional},
+    }
+    write_card_v3(tmp_path / "card.md", metrics, {"seed": 13})
+    card = (tmp_path / "card.md").read_text()
+    assert "v2 against v3 on registers the encoder never saw" in card and "0.500 → tuned **0.750**" in card
+    assert "Where v3 is worse than v2: r2 formality" in card and "| **no** |" in card
