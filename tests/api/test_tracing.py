@@ -1,6 +1,7 @@
 """OpenTelemetry export through the real app into a real OTLP/HTTP receiver (tests/support/otlp.py decodes the
 protobuf the SDK's exporters send): the caller's trace continued, the GenAI span and its attributes, tone as
-`gen_ai.evaluation.result` events (span events and log-based events), the drift alarm's onset, content capture off
+`gen_ai.evaluation.result` events (log-based events with a logs endpoint, span events with only a traces one), the
+drift alarm's onset, content capture off
 by default and redacted when on, traceparent forwarded to an upstream, and a dead collector changing nothing."""
 
 from __future__ import annotations
@@ -51,8 +52,24 @@ def traceparent() -> tuple[str, str, dict[str, str]]:
     return trace_id, parent, {"traceparent": f"00-{trace_id}-{parent}-01"}
 
 
-def evaluations(span: Span) -> dict[str, dict[str, Any]]:
-    return {a["gen_ai.evaluation.name"]: a for name, a in span.events if name == EVALUATION}
+def evaluation_events(receiver: Receiver, span: Span, at_least: int = 1) -> list[dict[str, Any]]:
+    """The log-based evaluation events correlated with ``span`` (the form with a logs endpoint), once ``at_least``
+    have arrived; none of them doubles as a span event."""
+    assert not [name for name, _ in span.events if name == EVALUATION]
+    logs = receiver.wait_for(
+        lambda r: (
+            (e := [x for x in r.logs if x.span_id == span.span_id and x.event_name == EVALUATION])
+            and len(e) >= at_least
+            and e
+        ),
+        what=f"{at_least} evaluation events",
+    )
+    assert {e.trace_id for e in logs} == {span.trace_id}
+    return [e.attributes for e in logs]
+
+
+def evaluations(receiver: Receiver, span: Span, at_least: int = 1) -> dict[str, dict[str, Any]]:
+    return {a["gen_ai.evaluation.name"]: a for a in evaluation_events(receiver, span, at_least)}
 
 
 def spans_of(receiver: Receiver, trace_id: str, count: int) -> list[Span]:
@@ -121,7 +138,7 @@ def test_chat_continues_the_callers_trace_with_genai_attributes_and_evaluations(
     assert a["gen_ai.response.time_to_first_chunk"] >= 0 and a["tonewatch.queue_wait_s"] >= 0
     children = {s.name for s in spans if s.parent_span_id == chat.span_id}
     assert {"tonewatch.tone_score", "tonewatch.history.write"} <= children
-    evals = evaluations(chat)
+    evals = evaluations(receiver, chat, 5)  # log-based events, correlated with the chat span through the context
     tone = answer["tone"]
     assert set(evals) == {"formality", "politeness", "warmth", "persona_distance", "tone"}
     for dimension in ("formality", "politeness", "warmth", "persona_distance"):
@@ -131,12 +148,6 @@ def test_chat_continues_the_callers_trace_with_genai_attributes_and_evaluations(
     assert evals["persona_distance"]["gen_ai.evaluation.score.label"] == (
         "match" if tone["persona_match"] else "mismatch"
     )
-    # the same evaluations as log-based events, correlated with the chat span through the context
-    logs = receiver.wait_for(
-        lambda r: [e for e in r.logs if e.span_id == chat.span_id and e.event_name == EVALUATION], what="log events"
-    )
-    assert logs[0].trace_id == trace_id
-    assert {e.attributes["gen_ai.evaluation.name"] for e in logs} == set(evals)
     # content capture is off: the prompt and the answer text never leave
     assert "gen_ai.input.messages" not in a and "gen_ai.output.messages" not in a
     exported = b"".join(receiver.raw)
@@ -170,11 +181,11 @@ def test_streamed_chat_completion_and_responses_get_their_spans(embedded, receiv
     assert len(stream_span) == 1 and stream_span[0].name.startswith("chat ")
     assert stream_span[0].attributes["gen_ai.response.id"] == first_id
     assert stream_span[0].attributes["gen_ai.conversation.id"] == "trace-s"
-    assert {"formality", "politeness", "warmth", "tone"} <= set(evaluations(stream_span[0]))
+    assert {"formality", "politeness", "warmth", "tone"} <= set(evaluations(receiver, stream_span[0], 4))
     text = one(spans, "text_completion ")
     assert text.attributes["gen_ai.operation.name"] == "text_completion"
     assert text.attributes["gen_ai.response.id"] == completion.json()["id"]
-    assert "tone" in evaluations(text)
+    assert "tone" in evaluations(receiver, text, 4)
     kinds = {s.attributes.get("tonewatch.request.kind") for s in spans if s.name.startswith("chat ")}
     assert kinds == {"chat", "response"}
 
@@ -190,8 +201,10 @@ def test_score_calls_emit_evaluations_and_the_drift_alarm_onset(embedded, receiv
     spans = with_names(receiver, trace_id, "tonewatch.score_texts")
     call = one(spans, "tonewatch.score_texts")
     assert call.attributes["gen_ai.conversation.id"] == "trace-drift-1"
-    events = [a for name, a in call.events if name == EVALUATION]
-    labels = [a for a in events if a["gen_ai.evaluation.name"] == "tone"]
+    events = evaluation_events(receiver, call, 4 * len(texts) + 1)
+    labels = sorted(
+        (a for a in events if a["gen_ai.evaluation.name"] == "tone"), key=lambda a: a["tonewatch.text.index"]
+    )
     assert [a["tonewatch.text.index"] for a in labels] == list(range(len(texts)))
     assert [a["gen_ai.evaluation.score.label"] for a in labels] == [x["label"] for x in results]
     [alarm] = [a for a in events if a["gen_ai.evaluation.name"] == "tone_drift"]  # the onset only, once
@@ -299,7 +312,7 @@ def test_gateway_forwards_the_trace_to_the_upstream(gateway, receiver):
     assert a["gen_ai.response.id"] == "up-chat-1" and a["gen_ai.response.model"] == "up-model"
     assert a["gen_ai.usage.input_tokens"] == 11 and a["gen_ai.usage.output_tokens"] == 17
     assert a["gen_ai.provider.name"] == "upstream" and a["server.address"] == "127.0.0.1"
-    assert {"formality", "politeness", "warmth", "tone"} <= set(evaluations(chat))
+    assert {"formality", "politeness", "warmth", "tone"} <= set(evaluations(receiver, chat, 4))
     # capture on: the messages travel, through the history redaction (on here)
     [message] = json.loads(a["gen_ai.input.messages"])
     assert message["role"] == "user" and "[number]" in message["parts"][0]["content"]
@@ -319,7 +332,7 @@ def test_gateway_stream_relay_is_traced(gateway, receiver):
     chat = one(with_names(receiver, trace_id, "chat up-model"), "chat up-model")
     assert chat.attributes["gen_ai.response.id"] == "up-stream-1"
     assert chat.attributes["gen_ai.response.finish_reasons"] == ["stop"]
-    assert "tone" in evaluations(chat)
+    assert "tone" in evaluations(receiver, chat, 4)
 
 
 def test_a_dead_collector_changes_nothing_for_requests(tmp_path, monkeypatch):
@@ -339,7 +352,7 @@ def test_a_dead_collector_changes_nothing_for_requests(tmp_path, monkeypatch):
 
 def test_the_grpc_exporter_delivers_the_same_trace_and_evaluations(tmp_path, monkeypatch):
     """OTEL_EXPORTER_OTLP_PROTOCOL=grpc against a real OTLP/gRPC receiver: the caller's trace continued, the score
-    call's evaluations as span events and as log-based events, a relayed chat completion's GenAI span."""
+    call's evaluations as log-based events, a relayed chat completion's GenAI span."""
     grpc_receiver = Receiver().start_grpc()
     try:
         otel_env(monkeypatch, grpc_receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
@@ -352,12 +365,11 @@ def test_the_grpc_exporter_delivers_the_same_trace_and_evaluations(tmp_path, mon
             spans = with_names(grpc_receiver, trace_id, "POST /v1/score", "tonewatch.score_texts")
             assert one(spans, "POST /v1/score").parent_span_id == parent
             call = one(spans, "tonewatch.score_texts")
-            labels = [a for name, a in call.events if name == EVALUATION and a["gen_ai.evaluation.name"] == "tone"]
-            assert [a["gen_ai.evaluation.score.label"] for a in labels] == [x["label"] for x in r.json()["results"]]
-            grpc_receiver.wait_for(
-                lambda rec: [e for e in rec.logs if e.trace_id == trace_id and e.event_name == EVALUATION],
-                what="log events over gRPC",
+            events = evaluation_events(grpc_receiver, call, 8)
+            labels = sorted(
+                (a for a in events if a["gen_ai.evaluation.name"] == "tone"), key=lambda a: a["tonewatch.text.index"]
             )
+            assert [a["gen_ai.evaluation.score.label"] for a in labels] == [x["label"] for x in r.json()["results"]]
             chat_trace, _, headers = traceparent()
             r = client.post(
                 "/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]}, headers=headers
@@ -367,3 +379,27 @@ def test_the_grpc_exporter_delivers_the_same_trace_and_evaluations(tmp_path, mon
             assert chat.attributes["gen_ai.response.id"] == r.json()["id"]
     finally:
         grpc_receiver.stop()
+
+
+def test_with_only_a_traces_endpoint_evaluations_travel_as_span_events(tmp_path, monkeypatch):
+    """Trace-only receivers (Jaeger, Tempo, Phoenix) get a traces endpoint only: the evaluations then ride on the
+    evaluated span as span events, and no log is sent."""
+    only_traces = Receiver().start()
+    try:
+        otel_env(monkeypatch, "")
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{only_traces.url}/v1/traces")
+        settings = Settings(db_path=tmp_path / "tw.db", adapter_root=tmp_path / "adapters", upstream_url=Upstream().url)
+        with TestClient(create_app(settings)) as client:
+            trace_id, _, headers = traceparent()
+            body = {"texts": FRIENDLY[:2], "persona": "support-friendly", "session_id": "traces-only-1"}
+            r = client.post("/v1/score", json=body, headers=headers)
+            assert r.status_code == 200
+            call = one(with_names(only_traces, trace_id, "tonewatch.score_texts"), "tonewatch.score_texts")
+            events = [a for name, a in call.events if name == EVALUATION]
+            labels = [a["gen_ai.evaluation.score.label"] for a in events if a["gen_ai.evaluation.name"] == "tone"]
+            assert labels == [x["label"] for x in r.json()["results"]]
+            assert {a["gen_ai.evaluation.name"] for a in events} >= {"formality", "politeness", "warmth", "tone"}
+        assert not only_traces.logs
+    finally:
+        only_traces.stop()
