@@ -104,12 +104,15 @@ def run(
             }
         )
         print(f"  {persona_name} -> {other}: {result['cases'][-1]}")
-    write("drift", result)
-    plot(result)
+    # the scorer version's own result (TONEWATCH_SCORER=v3 writes drift-v3.*), so versions compare side by side
+    name = "drift" if settings.scorer == "v2" else f"drift-{settings.scorer}"
+    result["scorer"] = settings.scorer
+    write(name, result)
+    plot(result, name)
     return result
 
 
-def plot(result: dict) -> None:
+def plot(result: dict, name: str = "drift") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,4 +132,4 @@ def plot(result: dict) -> None:
     ax.set_title("Tone-drift detection on simulated sessions")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "drift.png", dpi=100)
+    fig.savefig(RESULTS / f"{name}.png", dpi=100)
