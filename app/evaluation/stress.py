@@ -394,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--together",
         action="store_true",
-        help="send every adapter's requests at once, batched together (faster; cost is then shared); default: "
-        "one adapter after another",
+        help="send every adapter's requests at once, batched together (faster; cost is then shared) instead of one "
+        "adapter after another (default: %(default)s)",
     )
     return p
 
