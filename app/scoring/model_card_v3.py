@@ -39,7 +39,10 @@ v2's card; **v3 (3,600, `data/style/v3/`, rubric and provenance in `data/style/v
 (complaint, review, workplace_chat, sms, social_post, application, school_email, neighbour_notice, code_review,
 tutoring, news_comment, travel_booking) × 30 situations × 10 versions (a base, formality/politeness/warmth up and
 down, contractions, casing, terseness), six voices per register, graded by the v2 rubric. Heads are fitted on
-v1 + v2 + v3 with v2's recipe (`app/scoring/train.py`: three stacked views, invariance pairs, v1 weight).
+v1 + v2 + v3 with v2's recipe (`app/scoring/train.py`: three stacked views, invariance pairs, v1 weight), except
+a 64-dimensional tone subspace (v2: 32): picked from 16 / 32 / 64 × invariance weight 50 / 100 by
+leave-one-register-out over the 14 registers the encoder trained on (never the held-out ones); 64 / 50 was best
+for both encoders, and both use it in the comparison below.
 """
 
 LIMITS = """
@@ -112,9 +115,46 @@ def _held_out(held: dict) -> list[str]:
     return out
 
 
-def write_card_v3(path: Path, metrics: dict, meta: dict) -> None:
+def verdict(metrics: dict) -> tuple[bool, str]:
+    """(v3 may be the default, why): it must beat v2 on every dimension and the label on the held-out registers
+    and keep every tone-preserving edit within tolerance."""
+    held = metrics.get("held_out") or {}
+    losing = [k for k, better in (held.get("v3_better") or {}).items() if not better]
+    broken = [k for k, v in metrics["metamorphic"]["invariant"].items() if v["violations"]]
+    if not held.get("registers"):
+        return False, "no held-out comparison was run"
+    reasons = []
+    if losing:
+        reasons.append("it does not beat v2 on " + ", ".join(losing) + " on the held-out registers")
+    if broken:
+        reasons.append("it moves a dimension past the tolerance on: " + ", ".join(broken))
+    return not reasons, "; ".join(reasons) or "it beats v2 on every dimension and keeps every invariance"
+
+
+def _speed(speed: dict | None) -> list[str]:
+    if not speed:
+        return []
+    cells = [
+        f"{name.replace('threads_', '')} thread(s): v2 {s['texts_per_s']['v2']:.1f}, v3 {s['texts_per_s']['v3']:.1f} "
+        f"texts/s ({s['v3_cost_per_text_vs_v2']:.3f}x v2 per text)"
+        for name, s in speed.get("settings", {}).items()
+    ]
+    cpu = (speed.get("machine") or {}).get("cpu", "this CPU")
+    return [
+        f"**Cost per text** (`bench/scorer_versions.py`, alternating rounds in one process, {speed.get('texts')} "
+        f"real-length texts, {cpu}): " + "; ".join(cells) + ".\n"
+    ]
+
+
+def write_card_v3(path: Path, metrics: dict, meta: dict, speed: dict | None = None) -> None:
     lines = [HEAD]
+    ok, why = verdict(metrics)
+    lines.append(
+        f"**Status: {'the default scorer' if ok else 'available with TONEWATCH_SCORER=v3, not the default'}** — "
+        f"{why}.\n"
+    )
     lines += _encoder(metrics.get("encoder", {}))
+    lines += _speed(speed)
     lines.append(DATA)
     if "held_out" in metrics and metrics["held_out"]["registers"]:
         lines += _held_out(metrics["held_out"])

@@ -29,6 +29,9 @@ from app.scoring.model import StyleHead
 from app.scoring.normalize import normalize
 
 PROJ_DIMS = 32
+# v3's tone subspace: picked from 16 / 32 / 64 (x invariance weight 50 / 100) by leave-one-register-out over the 14
+# registers the encoder trained on, never the held-out ones; 64 / 50 was best for both encoders (model card v3)
+V3_PROJ_DIMS = 64
 STYLE_WEIGHTS = {"dims": [1.6, 1.0, 1.0], "probs": 1.0, "proj": 0.12}
 RIDGE_ALPHA = 30.0
 LOGIT_C = 0.3
@@ -106,13 +109,20 @@ def _augmented_pairs(rows: list[dict]) -> list[tuple[int, int]]:
     ]
 
 
-def fit_head(rows: list[dict], features: np.ndarray, embeddings: np.ndarray, idx: np.ndarray, seed: int) -> StyleHead:
+def fit_head(
+    rows: list[dict],
+    features: np.ndarray,
+    embeddings: np.ndarray,
+    idx: np.ndarray,
+    seed: int,
+    proj_dims: int = PROJ_DIMS,
+) -> StyleHead:
     """Fit all heads on rows[idx] only (so the same function serves held-out evaluation and the shipped artifact)."""
     from sklearn.linear_model import LogisticRegression, Ridge
 
     sub = [rows[i] for i in idx]
     sets = [r["set"] for r in sub]
-    proj = tone_subspace(embeddings[idx], sets, PROJ_DIMS)
+    proj = tone_subspace(embeddings[idx], sets, proj_dims)
     projected = embeddings[idx] @ proj
     # std floor: a marker present in 0.2% of rows would otherwise get z = 20 and decide a label on its own
     feat_mean, feat_std = features[idx].mean(0), np.maximum(features[idx].std(0), FEATURE_STD_FLOOR)
@@ -139,7 +149,7 @@ def fit_head(rows: list[dict], features: np.ndarray, embeddings: np.ndarray, idx
         "feature_names": FEATURE_NAMES,
         "labels": list(LABELS),
         "dimensions": list(DIMENSIONS),
-        "proj_dims": PROJ_DIMS,
+        "proj_dims": proj_dims,
         "style_weights": STYLE_WEIGHTS,
         "normalized": True,
     }
@@ -243,6 +253,9 @@ def train_v3(seed: int, settings: Settings, card: bool = True) -> dict:
             f"no style encoder in {settings.style_dir / 'encoder'}; train it first: python -m app.scoring.encoder_v3 "
             f"--out {settings.style_dir / 'encoder'} --hold-out REGISTERS"
         )
+    from functools import partial
+
+    fit = partial(fit_head, proj_dims=V3_PROJ_DIMS)
     encoder_summary = json.loads((lora / "encoder_training.json").read_text())
     held_out = list(encoder_summary.get("held_out", {}).get("registers", []))
     np.random.seed(seed)
@@ -252,16 +265,16 @@ def train_v3(seed: int, settings: Settings, card: bool = True) -> dict:
     _, _, frozen = corpus_inputs(settings, seed, v3=True)
     steps.update()
     steps.set_postfix_str("cross-register folds")
-    metrics = evaluate.cross_register(rows, features, tuned, seed, fit_head, corpora=("v2", "v3"))
+    metrics = evaluate.cross_register(rows, features, tuned, seed, fit, corpora=("v2", "v3"))
     steps.update()
     steps.set_postfix_str("registers the encoder never saw: v2 vs v3")
-    metrics["held_out"] = evaluate.held_out_registers(rows, features, frozen, tuned, held_out, seed, fit_head)
+    metrics["held_out"] = evaluate.held_out_registers(rows, features, frozen, tuned, held_out, seed, fit)
     steps.update()
     steps.set_postfix_str("in-register held-out")
-    metrics.update(evaluate.in_register(rows, features, tuned, seed, fit_head))
+    metrics.update(evaluate.in_register(rows, features, tuned, seed, fit))
     steps.update()
     steps.set_postfix_str("final fit")
-    head = fit_head(rows, features, tuned, np.arange(len(rows)), seed)
+    head = fit(rows, features, tuned, np.arange(len(rows)), seed)
     head.meta.update(
         seed=seed,
         scorer="v3",
@@ -282,7 +295,9 @@ def train_v3(seed: int, settings: Settings, card: bool = True) -> dict:
     if card:
         from app.scoring.model_card_v3 import write_card_v3
 
-        write_card_v3(settings.style_dir / "MODEL_CARD.md", metrics, head.meta)
+        bench = settings.home / "bench" / "results" / "scorer_versions.json"
+        speed = json.loads(bench.read_text()) if bench.is_file() else None
+        write_card_v3(settings.style_dir / "MODEL_CARD.md", metrics, head.meta, speed)
     (settings.style_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     steps.update()
     steps.close()

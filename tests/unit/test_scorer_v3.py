@@ -9,7 +9,7 @@ from app.config import Settings
 from app.scoring import evaluate
 from app.scoring.embedder import encoder_lora
 from app.scoring.labels import DIMENSIONS, LABELS
-from app.scoring.model_card_v3 import write_card_v3
+from app.scoring.model_card_v3 import verdict, write_card_v3
 from app.scoring.train import fit_head, load_corpus
 
 
@@ -98,3 +98,8 @@ def test_the_card_states_where_v3_loses(tmp_path):
     card = (tmp_path / "card.md").read_text()
     assert "v2 against v3 on registers the encoder never saw" in card and "0.500 → tuned **0.750**" in card
     assert "Where v3 is worse than v2: r2 formality" in card and "| **no** |" in card
+    assert "not the default** — it does not beat v2 on formality" in card
+    good = {**metrics, "held_out": {**held, "v3_better": dict.fromkeys(held["v3_better"], True)}}
+    assert verdict(good) == (True, "it beats v2 on every dimension and keeps every invariance")
+    broken = {"order id": {"max": 0.06, "mean": 0.01, "violations": 1, "n": 12}}
+    assert not verdict({**good, "metamorphic": {"invariant": broken, "directional": directional}})[0]
