@@ -103,3 +103,25 @@ def test_the_card_states_where_v3_loses(tmp_path):
     assert verdict(good) == (True, "it beats v2 on every dimension and keeps every invariance")
     broken = {"order id": {"max": 0.06, "mean": 0.01, "violations": 1, "n": 12}}
     assert not verdict({**good, "metamorphic": {"invariant": broken, "directional": directional}})[0]
+
+
+async def test_the_shipped_v3_scorer_loads_merged_and_scores():
+    """TONEWATCH_SCORER=v3 serves the shipped artifact: heads from models/style-v3, MiniLM with the style LoRA merged
+    (plain BERT modules again, so a text costs what v2's does), grades that order a formal and a slangy text."""
+    from app.metrics import Metrics
+    from app.scoring.scorer import ToneScorer
+
+    settings = Settings(scorer="v3")
+    scorer = ToneScorer.load(Metrics(), settings.style_dir, settings.persona_dir)
+    try:
+        assert scorer.embedder.style_lora == settings.style_dir / "encoder"
+        assert type(scorer.embedder.model[0].auto_model).__name__ == "BertModel"
+        assert scorer.head.meta["scorer"] == "v3" and scorer.head.meta["proj_dims"] == 64
+        formal, slangy = await scorer.score(
+            ["We regret to inform you that your application has not been successful.", "lol nah cant make it m8"],
+            persona="support-friendly",
+        )
+        assert formal["formality"] > slangy["formality"] + 0.2
+        assert {"label", "persona_distance", "persona_match"} <= set(formal)
+    finally:
+        scorer.close()
