@@ -34,6 +34,7 @@ for method in lora-r8 dora-r8 adalora-r8 lora-r4 sparse-heads lora-r16 lora-r1 b
   echo "$(date +%T) stress $method"
   bench/study/stress_run.sh "$method" "$spec" >"$logs/stress-$method.log" 2>&1
 done
+rm -f bench/results/study/profiles.json  # profile adds to the file: start from this run's adapters only
 .venv/bin/python -m bench.study.profiles profile bench/results/study/profiles.json \
   $(for d in models/adapters/study/*/seed*/; do m=$(basename "$(dirname "$d")"); printf '%s-%s=%s ' "$m" "$(basename "$d")" "${d%/}"; done) \
   >"$logs/profiles.log" 2>&1
