@@ -123,23 +123,28 @@ def write_card(path: Path, metrics: dict, meta: dict) -> None:
     lines.append(
         f"| **mean** | | | | **{_f(cross['label_accuracy'])}** | {_f(inner['label_accuracy'])} (all v2 held-out) |\n"
     )
-    meta_m = metrics["metamorphic"]
-    lines.append(
-        f"**Metamorphic suite** (`tests/unit/test_scorer_metamorphic.py`, cases in `app/scoring/metamorphic.py`; "
+    lines += metamorphic_lines(metrics["metamorphic"])
+    lines.append(PREVIOUS_HEAD)
+    lines.append(DOWNSTREAM)
+    lines.append(KNOWN_LIMITS)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def metamorphic_lines(meta_m: dict) -> list[str]:
+    """The metamorphic suite's tables (tone-preserving and tone-changing edits), as both cards show them."""
+    lines = [
+        "**Metamorphic suite** (`tests/unit/test_scorer_metamorphic.py`, cases in `app/scoring/metamorphic.py`; "
         f"final head). Tone-preserving edits on 12 base texts: no dimension may move more than "
-        f"{INVARIANCE_TOLERANCE}.\n"
-    )
-    lines.append("| edit | max move | mean move | texts over tolerance |\n|---|---|---|---|")
+        f"{INVARIANCE_TOLERANCE}.\n",
+        "| edit | max move | mean move | texts over tolerance |\n|---|---|---|---|",
+    ]
     for name, v in meta_m["invariant"].items():
         lines.append(f"| {name} | {v['max']:.3f} | {v['mean']:.3f} | {v['violations']} / {v['n']} |")
     lines.append(f"\nTone-changing edits (12 pairs each): the dimension must rise by at least {DIRECTIONAL_MIN}.\n")
     lines.append("| edit | passed | mean change | smallest change |\n|---|---|---|---|")
     for name, v in meta_m["directional"].items():
         lines.append(f"| {name} | {v['passed']} / {v['n']} | {v['mean_delta']:+.3f} | {v['min_delta']:+.3f} |")
-    lines.append(PREVIOUS_HEAD)
-    lines.append(DOWNSTREAM)
-    lines.append(KNOWN_LIMITS)
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 PREVIOUS_HEAD = """

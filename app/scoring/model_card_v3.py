@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.scoring.labels import DIMENSIONS
-from app.scoring.metamorphic import DIRECTIONAL_MIN, INVARIANCE_TOLERANCE
+from app.scoring.model_card import metamorphic_lines
 
 HEAD = """# Tonewatch tone scorer v3 — model card
 
@@ -171,19 +171,7 @@ def write_card_v3(path: Path, metrics: dict, meta: dict, speed: dict | None = No
             f"{_f(c['prediction_vs_length'])} |"
         )
     lines.append(f"| label accuracy | {_f(cross['label_accuracy'])} | | | |\n")
-    meta_m = metrics["metamorphic"]
-    lines.append(
-        "**Metamorphic suite** (`tests/unit/test_scorer_metamorphic.py`, cases in `app/scoring/metamorphic.py`; "
-        f"final head). Tone-preserving edits on 12 base texts: no dimension may move more than "
-        f"{INVARIANCE_TOLERANCE}.\n"
-    )
-    lines.append("| edit | max move | mean move | texts over tolerance |\n|---|---|---|---|")
-    for name, v in meta_m["invariant"].items():
-        lines.append(f"| {name} | {v['max']:.3f} | {v['mean']:.3f} | {v['violations']} / {v['n']} |")
-    lines.append(f"\nTone-changing edits (12 pairs each): the dimension must rise by at least {DIRECTIONAL_MIN}.\n")
-    lines.append("| edit | passed | mean change | smallest change |\n|---|---|---|---|")
-    for name, v in meta_m["directional"].items():
-        lines.append(f"| {name} | {v['passed']} / {v['n']} | {v['mean_delta']:+.3f} | {v['min_delta']:+.3f} |")
+    lines += metamorphic_lines(metrics["metamorphic"])
     lines.append(LIMITS)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
