@@ -189,6 +189,16 @@ def corpus_inputs(
     return rows, features, embeddings
 
 
+def provenance(rows: list[dict]) -> dict:
+    """What a head was fitted on, for its metadata: row counts and a hash of the original (not augmented) texts."""
+    texts = "\n".join(r["text"] for r in rows if not r.get("augmented"))
+    return {
+        "train_rows": len(rows),
+        "augmented_rows": sum(1 for r in rows if r.get("augmented")),
+        "data_sha256": hashlib.sha256(texts.encode()).hexdigest()[:16],
+    }
+
+
 def embedding_cache_name(style_lora: Path | None) -> str:
     if style_lora is None:
         return "style_embeddings.npz"
@@ -217,11 +227,7 @@ def train(seed: int = 13, settings: Settings | None = None, embedder=None, card:
     head = fit_head(rows, features, embeddings, np.arange(len(rows)), seed)
     head.meta.update(
         seed=seed,
-        train_rows=len(rows),
-        augmented_rows=sum(1 for r in rows if r.get("augmented")),
-        data_sha256=hashlib.sha256("\n".join(r["text"] for r in rows if not r.get("augmented")).encode()).hexdigest()[
-            :16
-        ],
+        **provenance(rows),
     )
     steps.update()
     steps.set_postfix_str("metamorphic suite + model card")
@@ -279,11 +285,7 @@ def train_v3(seed: int, settings: Settings, card: bool = True) -> dict:
         seed=seed,
         scorer="v3",
         encoder_lora_sha256=hashlib.sha256((lora / "adapter_model.safetensors").read_bytes()).hexdigest()[:16],
-        train_rows=len(rows),
-        augmented_rows=sum(1 for r in rows if r.get("augmented")),
-        data_sha256=hashlib.sha256("\n".join(r["text"] for r in rows if not r.get("augmented")).encode()).hexdigest()[
-            :16
-        ],
+        **provenance(rows),
     )
     steps.update()
     steps.set_postfix_str("metamorphic suite + model card")
