@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from app.engine.cpu import PlatformReport
 from app.evaluation import stress_metrics as sm
 from app.scoring.labels import DIMENSIONS
 
@@ -299,6 +300,8 @@ async def evaluate_stress(
             "window": window,
             "base_model": ctx.base_name,
             "device": ctx.device,
+            # greedy decoding and the cost figures can differ by CPU: name the one each run came from
+            "cpu": PlatformReport.detect(ctx.device).cpu,
             "scorer_version": scorer_version(Settings().style_dir),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         },

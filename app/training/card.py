@@ -45,6 +45,7 @@ def write_card(path: Path, config: TrainConfig, s: dict[str, Any]) -> None:
         for k, v in config.to_dict().items()
     )
     minutes = s["duration_s"] / 60
+    where = s["device"] + (f" ({s['cpu']})" if s.get("cpu") else "")
     examples = f"{s['examples']} ({s['skipped']} skipped as longer than max_len), {s['target_tokens']} target tokens"
     loss = f"{_fmt(s['first_loss'])} / {_fmt(s['mean_loss'])} / {_fmt(s['final_loss'])}"
     text = f"""# Training card: {s["name"]}
@@ -60,7 +61,7 @@ prompt. Trained with `app/training/train_adapter.py` (loss on the final assistan
 | training examples | {examples} |
 | data sha256 | `{s["data_sha256"]}` |
 | loss: first step / mean / final (mean of last 10 steps) | {loss} |
-| duration | {s["duration_s"]} s ({minutes:.1f} min) on {s["device"]}, torch {s["torch"]} |
+| duration | {s["duration_s"]} s ({minutes:.1f} min) on {where}, torch {s["torch"]} |
 | resumed from step | {s["resumed_from_step"]} |
 
 ![loss](loss.png)

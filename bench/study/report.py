@@ -67,14 +67,16 @@ def load_stress(folder: Path) -> dict[str, Any]:
     merged: dict[str, Any] = {"meta": {}, "adapters": {}, "rows": {}, "methods": {}, "runs": []}
     for path in sorted(folder.glob("*/report.json")):
         run = json.loads(path.read_text())
-        meta = {k: v for k, v in run["meta"].items() if k != "created"}
+        meta = {k: v for k, v in run["meta"].items() if k not in ("created", "cpu")}
         if merged["meta"] and any(merged["meta"].get(k) != v for k, v in meta.items()):
             raise ValueError(f"{path}: stress settings differ from the other runs")
         merged["meta"] = meta
         merged["adapters"].update(run["adapters"])
         merged["rows"].update(run["rows"])
         merged["methods"].update((run.get("statistics") or {}).get("methods") or {n: [n] for n in run["adapters"]})
-        merged["runs"].append({"folder": str(path.parent), "created": run["meta"]["created"]})
+        merged["runs"].append(
+            {"folder": str(path.parent), "created": run["meta"]["created"], "cpu": run["meta"].get("cpu")}
+        )
     return merged
 
 
@@ -105,6 +107,7 @@ def train_entry(folder: Path) -> dict[str, Any]:
         "wall_s": summary.get("duration_s"),
         "final_loss": summary.get("final_loss"),
         "device": summary.get("device"),
+        "cpu": summary.get("cpu"),
     }
 
 
@@ -182,8 +185,9 @@ def render(report: dict[str, Any]) -> str:
         "",
         "## Methods and training cost",
         "",
-        "| method | what | type | trainable params | steps × batch | seeds | CPU s per seed | final loss per seed |",
-        "|---|---|---|---:|---:|---|---:|---:|",
+        "| method | what | type | trainable params | steps × batch | seeds | CPU s per seed | trained on | "
+        "final loss per seed |",
+        "|---|---|---|---:|---:|---|---:|---|---:|",
     ]
     for m in methods:
         t = m["train"]
@@ -191,10 +195,19 @@ def render(report: dict[str, Any]) -> str:
         cpu = ", ".join(_f(s.get("cpu_s"), 0) for s in t) or "–"
         loss = ", ".join(_f(s.get("final_loss"), 3) for s in t) or "–"
         kind = (m["peft_type"] or "base") + (f" on {m['quantize']}" if m.get("quantize") else "")
+        where = ", ".join(sorted({s.get("cpu") or "?" for s in t})) or "–"
         lines.append(
             f"| {m['name']} | {m['what']} | {kind} | {_f(m['trainable_params'])} | {steps} | "
-            f"{', '.join(map(str, m['seeds'])) or '–'} | {cpu} | {loss} |"
+            f"{', '.join(map(str, m['seeds'])) or '–'} | {cpu} | {where} | {loss} |"
         )
+    lines += [
+        "",
+        "Stress runs (greedy decoding can differ in rare tokens between CPUs; each run names its own):",
+        "",
+        "| run | created | CPU |",
+        "|---|---|---|",
+        *(f"| {r['folder']} | {r['created']} | {r.get('cpu') or '?'} |" for r in report["stress_runs"]),
+    ]
     stats = report.get("statistics")
     lines += ["", "## Stress suite, per adapter and seed", "", *headline_rows(report["stress_per_run"]), ""]
     if stats:

@@ -188,6 +188,7 @@ def test_train_writes_a_servable_adapter(tiny_base, small_data, tmp_path):
         assert needle in card
     summary = json.loads((out / "training_summary.json").read_text())
     assert len(summary["losses"]) == 4 and all(torch.isfinite(torch.tensor(summary["losses"])))
+    assert summary["cpu"] and f"({summary['cpu']})" in card  # step times are quoted with the CPU they came from
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 4
     assert sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
