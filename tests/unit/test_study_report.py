@@ -125,3 +125,23 @@ def test_stress_runs_with_different_settings_are_refused(tmp_path, monkeypatch):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="settings differ"):
         study.load_stress(tmp_path / "bench/results/study/stress")
+
+
+def test_crosscpu_compares_answers_by_customer_and_turn():
+    from bench.study.crosscpu import compare
+
+    def row(customer, answer, label="friendly"):
+        return {"customer": customer, "answer": answer, "label": label}
+
+    reference = {
+        "rows": {
+            "a": {
+                "single": [row("x", "hi"), row("y", "hello")],
+                "sessions": [[row("s1", "one"), row("s2", "two")], [row("t1", "three")]],
+            }
+        }
+    }
+    new = {"rows": {"a": {"single": [row("y", "hello"), row("x", "hey", "casual")], "sessions": [[row("s1", "one")]]}}}
+    got = compare(new, reference)["adapters"]["a"]
+    assert got["single"] == {"compared": 2, "same_answer": 1, "same_label": 1}
+    assert got["session_turns"] == {"compared": 1, "same_answer": 1, "same_label": 1}
