@@ -64,7 +64,8 @@ def _encoder(summary: dict) -> list[str]:
         f"**This encoder**: {summary.get('triplets')} triplets + {summary.get('graded')} graded texts, "
         f"{cfg.get('steps')} steps × {cfg.get('batch_size')} triplets, lr {cfg.get('lr')}, seed {cfg.get('seed')}; "
         f"loss {summary.get('first_loss', 0):.3f} → {summary.get('final_loss', 0):.3f}; "
-        f"{summary.get('wall_s')} s wall ({summary.get('torch_threads')} torch threads); "
+        f"{summary.get('wall_s')} s wall ({summary.get('torch_threads')} torch threads"
+        f"{', ' + summary['cpu'] if summary.get('cpu') else ''}); "
         f"{summary.get('trainable_params')} LoRA parameters."
     ]
     held = summary.get("held_out")
