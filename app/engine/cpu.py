@@ -34,6 +34,12 @@ def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     return fields
 
 
+def cpu_name(info: dict[str, str] | None = None) -> str:
+    """The CPU's model name, as `lscpu` prints it: what a figure (step time, throughput, decoded answers) names."""
+    info = _cpuinfo() if info is None else info
+    return info.get("model name") or platform.processor() or platform.machine()
+
+
 @dataclass
 class PlatformReport:
     """The CPU, its kernel-relevant features, and the engine's measured choices (filled in as they are made)."""
@@ -50,7 +56,7 @@ class PlatformReport:
         flags = set(info.get("flags", "").split())
         return cls(
             device=device,
-            cpu=info.get("model name") or platform.processor() or platform.machine(),
+            cpu=cpu_name(info),
             torch_capability=str(torch.backends.cpu.get_cpu_capability()),
             features=[f for f in FEATURE_FLAGS if f in flags],
         )

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.cpu import PlatformReport
+from app.engine.cpu import cpu_name
 from app.evaluation import stress_metrics as sm
 from app.scoring.labels import DIMENSIONS
 
@@ -301,7 +301,7 @@ async def evaluate_stress(
             "base_model": ctx.base_name,
             "device": ctx.device,
             # greedy decoding and the cost figures can differ by CPU: name the one each run came from
-            "cpu": PlatformReport.detect(ctx.device).cpu,
+            "cpu": cpu_name(),
             "scorer_version": scorer_version(Settings().style_dir),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         },

@@ -194,7 +194,7 @@ def train_encoder(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, AutoTokenizer
 
-    from app.engine.cpu import PlatformReport
+    from app.engine.cpu import cpu_name
     from app.training.data import batch_indices
     from app.training.loop import linear_warmup_decay
 
@@ -255,7 +255,7 @@ def train_encoder(
         "cpu_s": round(time.process_time() - cpu, 1),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "torch_threads": torch.get_num_threads(),
-        "cpu": PlatformReport.detect("cpu").cpu,  # the step time depends on it
+        "cpu": cpu_name(),  # the step time depends on it
     }
     (out_dir / "encoder_training.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.engine.cpu import PlatformReport
+from app.engine.cpu import cpu_name
 from app.training.card import plot_loss, write_card
 from app.training.checkpoints import WEIGHTS_FILE, load_checkpoint, save_checkpoint, seed_everything
 from app.training.config import TrainConfig
@@ -222,7 +222,7 @@ def train_adapter(config: TrainConfig) -> Path:
         "allocated_params": allocated_params,
         "weights_bytes": size,
         "device": device,
-        "cpu": PlatformReport.detect(device).cpu,  # step time depends on it: name the CPU with the figure
+        "cpu": cpu_name(),  # step time depends on it: name the CPU with the figure
         "torch": torch.__version__,
     }
     write_card(output / "TRAINING_CARD.md", config, summary)
