@@ -1,9 +1,12 @@
 """Tone-preserving augmentation for training: copies of corpus texts with a neutral sentence or an order id/amount
-inserted, carrying the original's grades and set. In the within-set view an augmented copy and its original have
-the same targets, so the heads learn to ignore the directions these edits move (mostly in the sentence embedding).
+(bare, or as a clause in the writer's register) inserted, carrying the original's grades and set. In the within-set
+view an augmented copy and its original have the same targets, so the heads learn to ignore the directions these
+edits move (mostly in the sentence embedding). The encoder's invariance triplets (app/scoring/encoder_v3.py) use the
+same edits.
 
 The neutral sentences and id phrases here are separate from the metamorphic test cases (app/scoring/metamorphic.py),
-so the suite still measures generalisation rather than memorised edits. Written for Tonewatch.
+so the suite still measures generalisation rather than memorised edits (tests/unit/test_augment.py). Written for
+Tonewatch.
 """
 
 from __future__ import annotations
@@ -55,11 +58,38 @@ ID_PHRASES = [
     " (case {n}-{m})",
     " on booking {a}{m}{n}",
 ]
+# Amounts and ids also arrive as whole clauses in real messages, not only as a bare "#123" or "of $45"; a head that
+# has only seen bare tokens reads the clause around the number as tone. Two registers, so a casual writer's copy
+# stays casual and a capitalised writer's stays plain: the edit must keep the tone it claims to keep.
+ID_CLAUSES_CASUAL = [
+    ", it was ${n} or so",
+    ", the one for ${n}",
+    ", order {n} i think",
+    ", it came to about £{n} total",
+    ", booking {a}{n} if that matters",
+    ", it cost ${n}.{m} in the end",
+    ", the ${n} charge",
+    ", ticket {n} i guess",
+]
+ID_CLAUSES_PLAIN = [
+    ", which came to ${n}.{m}",
+    ", order number {n}",
+    ", for a total of ${n}",
+    " (about £{n} in all)",
+    ", from invoice {n}",
+    ", reference {a}-{n}",
+    ", which was ${n} at the time",
+    ", on plan {a}-{m}",
+]
+CLAUSE_SHARE = 0.5  # share of id edits that insert a clause rather than a bare id
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def _id_phrase(rng: random.Random) -> str:
-    template = rng.choice(ID_PHRASES)
+def _id_phrase(rng: random.Random, casual: bool = False) -> str:
+    if rng.random() < CLAUSE_SHARE:
+        template = rng.choice(ID_CLAUSES_CASUAL if casual else ID_CLAUSES_PLAIN)
+    else:
+        template = rng.choice(ID_PHRASES)
     letters = "".join(rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ") for _ in range(2))
     return template.format(n=rng.randint(100, 99999), m=rng.randint(10, 99), a=letters)
 
@@ -79,7 +109,7 @@ def with_id(text: str, rng: random.Random) -> str:
     sentence = parts[i]
     m = re.search(r"[.!?]+$", sentence)
     cut = m.start() if m else len(sentence)
-    parts[i] = sentence[:cut] + _id_phrase(rng) + sentence[cut:]
+    parts[i] = sentence[:cut] + _id_phrase(rng, casual=text[:1].islower()) + sentence[cut:]
     return " ".join(parts)
 
 
