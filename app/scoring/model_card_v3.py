@@ -42,7 +42,11 @@ down, contractions, casing, terseness), six voices per register, graded by the v
 v1 + v2 + v3 with v2's recipe (`app/scoring/train.py`: three stacked views, invariance pairs, v1 weight), except
 a 64-dimensional tone subspace (v2: 32): picked from 16 / 32 / 64 × invariance weight 50 / 100 by
 leave-one-register-out over the 14 registers the encoder trained on (never the held-out ones); 64 / 50 was best
-for both encoders, and both use it in the comparison below.
+for both encoders. The invariance weight is then raised to the smallest of 50 / 100 / 150 / 200 / 400 that keeps
+the metamorphic suite within tolerance (v2's rule; the tuned encoder moves an inserted amount clause more than the
+frozen one), so the suite below has been used to pick that one number, as it was for v2. The "v2 / v3" columns
+below use v3's head recipe on both encoders (the difference is the encoder); "v2 as shipped" is v2's own recipe
+(32 dimensions, weight 50) on the frozen encoder, and v3 has to beat both.
 """
 
 LIMITS = """
@@ -80,35 +84,52 @@ def _encoder(summary: dict) -> list[str]:
 
 def _held_out(held: dict) -> list[str]:
     mean = held["mean"]
+    shipped = mean.get("v2_shipped")
     out = [
         "**v2 against v3 on registers the encoder never saw** (Spearman ρ with the grades; leave one held-out "
         "register out, heads fitted on every other row with v2's frozen encoder and with v3's tuned one: same rows, "
         "same heads, same data; mean over the folds, worst fold in brackets). Baselines on the same rows.\n",
-        "| dimension | v2 | **v3** | length only | lexicon | v3 better |\n|---|---|---|---|---|---|",
+        "| dimension | v2 as shipped | v2 (v3's heads) | **v3** | length only | lexicon | v3 better |"
+        "\n|---|---|---|---|---|---|---|",
     ]
+
+    def better(key: str) -> bool:
+        return bool(held["v3_better"][key] and held.get("v3_better_than_shipped", {}).get(key, True))
+
+    def cell(arm: dict | None, key: str | None = None) -> str:
+        if arm is None:
+            return "–"
+        if key is None:
+            return _f(arm["label_accuracy"])
+        return f"{_f(arm[key]['model'])} ({_f(arm[key]['model_min'])})"
+
     for dim in DIMENSIONS:
-        a, b = mean["v2"][dim], mean["v3"][dim]
+        b = mean["v3"][dim]
         out.append(
-            f"| {dim} | {_f(a['model'])} ({_f(a['model_min'])}) | **{_f(b['model'])}** ({_f(b['model_min'])}) | "
-            f"{_f(b['length_only'])} | {_f(b['lexicon'])} | {'yes' if held['v3_better'][dim] else '**no**'} |"
+            f"| {dim} | {cell(shipped, dim)} | {cell(mean['v2'], dim)} | **{_f(b['model'])}** ({_f(b['model_min'])}) | "
+            f"{_f(b['length_only'])} | {_f(b['lexicon'])} | {'yes' if better(dim) else '**no**'} |"
         )
     out.append(
-        f"| label accuracy | {_f(mean['v2']['label_accuracy'])} | **{_f(mean['v3']['label_accuracy'])}** | | | "
-        f"{'yes' if held['v3_better']['label_accuracy'] else '**no**'} |\n"
+        f"| label accuracy | {cell(shipped)} | {cell(mean['v2'])} | **{_f(mean['v3']['label_accuracy'])}** | | | "
+        f"{'yes' if better('label_accuracy') else '**no**'} |\n"
     )
+    ref = "v2_shipped" if shipped is not None else "v2"
+    ref_name = ref.replace("_", " as ")
     out.append(
-        "| held-out register | ρ formality v2 → v3 | ρ politeness v2 → v3 | ρ warmth v2 → v3 | label acc. v2 → v3 |"
+        f"| held-out register | ρ formality {ref_name} → v3 | ρ politeness {ref_name} → v3 | "
+        f"ρ warmth {ref_name} → v3 | label acc. {ref_name} → v3 |"
     )
     out.append("|---|---|---|---|---|")
     for reg, fold in held["folds"].items():
-        cells = [f"{_f(fold['v2'][d]['model'])} → {_f(fold['v3'][d]['model'])}" for d in DIMENSIONS]
-        acc = f"{_f(fold['v2']['label_accuracy'])} → {_f(fold['v3']['label_accuracy'])}"
+        cells = [f"{_f(fold[ref][d]['model'])} → {_f(fold['v3'][d]['model'])}" for d in DIMENSIONS]
+        acc = f"{_f(fold[ref]['label_accuracy'])} → {_f(fold['v3']['label_accuracy'])}"
         out.append(f"| {reg} | {' | '.join(cells)} | {acc} |")
     worse = [
-        f"{reg} {d}"
+        f"{reg} {d} (vs {arm.replace('_', ' as ')})"
         for reg, fold in held["folds"].items()
         for d in DIMENSIONS
-        if fold["v3"][d]["model"] < fold["v2"][d]["model"]
+        for arm in ("v2", "v2_shipped")
+        if arm in fold and fold["v3"][d]["model"] < fold[arm][d]["model"]
     ]
     out.append(
         "\nWhere v3 is worse than v2: " + (", ".join(worse) if worse else "no held-out fold on any dimension") + ".\n"
@@ -117,10 +138,11 @@ def _held_out(held: dict) -> list[str]:
 
 
 def verdict(metrics: dict) -> tuple[bool, str]:
-    """(v3 may be the default, why): it must beat v2 on every dimension and the label on the held-out registers
-    and keep every tone-preserving edit within tolerance."""
+    """(v3 may be the default, why): it must beat v2 (with v3's heads and as shipped) on every dimension and the
+    label on the held-out registers and keep every tone-preserving edit within tolerance."""
     held = metrics.get("held_out") or {}
     losing = [k for k, better in (held.get("v3_better") or {}).items() if not better]
+    losing += [f"{k} (v2 as shipped)" for k, better in (held.get("v3_better_than_shipped") or {}).items() if not better]
     broken = [k for k, v in metrics["metamorphic"]["invariant"].items() if v["violations"]]
     if not held.get("registers"):
         return False, "no held-out comparison was run"

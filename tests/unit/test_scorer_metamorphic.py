@@ -1,22 +1,24 @@
-"""Metamorphic tests of the shipped style head (models/style) with the real MiniLM: edits that change no tone move
-no dimension by more than 0.05; edits that change tone move the right dimension up. Cases live in
-app/scoring/metamorphic.py (train-style reports the same numbers in the model card)."""
+"""Metamorphic tests of both shipped scorers (v2: models/style on the plain MiniLM; v3: models/style-v3 on MiniLM
+with its style LoRA merged) with the real MiniLM: edits that change no tone move no dimension by more than 0.05;
+edits that change tone move the right dimension up. Cases live in app/scoring/metamorphic.py (train-style reports the
+same numbers in the model card)."""
 
 import numpy as np
 import pytest
 
 from app.config import Settings
 from app.scoring import metamorphic as mm
-from app.scoring.embedder import Embedder
+from app.scoring.embedder import Embedder, encoder_lora
 from app.scoring.evaluate import predict_texts
 from app.scoring.labels import DIMENSIONS
 from app.scoring.model import StyleHead
 from app.scoring.normalize import normalize
 
 
-@pytest.fixture(scope="module")
-def predict():
-    head, embedder = StyleHead.load(Settings().style_dir), Embedder()
+@pytest.fixture(scope="module", params=["v2", "v3"])
+def predict(request):
+    style_dir = Settings(scorer=request.param).style_dir
+    head, embedder = StyleHead.load(style_dir), Embedder(style_lora=encoder_lora(style_dir))
     return lambda texts: predict_texts(head, embedder, texts)
 
 

@@ -97,12 +97,33 @@ def test_the_card_states_where_v3_loses(tmp_path):
     write_card_v3(tmp_path / "card.md", metrics, {"seed": 13})
     card = (tmp_path / "card.md").read_text()
     assert "v2 against v3 on registers the encoder never saw" in card and "0.500 → tuned **0.750**" in card
-    assert "Where v3 is worse than v2: r2 formality" in card and "| **no** |" in card
+    assert "Where v3 is worse than v2: r2 formality (vs v2)" in card and "| **no** |" in card
     assert "not the default** — it does not beat v2 on formality" in card
     good = {**metrics, "held_out": {**held, "v3_better": dict.fromkeys(held["v3_better"], True)}}
     assert verdict(good) == (True, "it beats v2 on every dimension and keeps every invariance")
     broken = {"order id": {"max": 0.06, "mean": 0.01, "violations": 1, "n": 12}}
     assert not verdict({**good, "metamorphic": {"invariant": broken, "directional": directional}})[0]
+
+
+def test_v3_must_also_beat_v2_as_shipped():
+    """A head recipe that suits v3 but hurts v2 must not flatter the comparison: v2 with its own recipe is a third
+    arm, and losing to it keeps v3 from being the default."""
+    from functools import partial
+
+    rows, features, frozen, tuned = _synthetic()
+    # a third arm with a recipe of its own on the frozen encoder
+    out = evaluate.held_out_registers(
+        rows, features, frozen, tuned, ["r1", "r3"], 13, fit_head, v2_shipped_fit=partial(fit_head, proj_dims=8)
+    )
+    assert set(out["folds"]["r1"]) == {"v2", "v3", "v2_shipped"}
+    assert all(out["v3_better"].values())
+    shipped = {k: not v for k, v in out["v3_better"].items()}  # as if v2 as shipped won everywhere
+    held = {**out, "v3_better_than_shipped": shipped}
+    invariant = {"curly": {"max": 0.01, "mean": 0.005, "violations": 0, "n": 12}}
+    ok, why = verdict({"held_out": held, "metamorphic": {"invariant": invariant}})
+    assert not ok and "formality (v2 as shipped)" in why
+    ok, _ = verdict({"held_out": out, "metamorphic": {"invariant": invariant}})
+    assert ok == all(out["v3_better_than_shipped"].values())
 
 
 async def test_the_shipped_v3_scorer_loads_merged_and_scores():
