@@ -170,11 +170,18 @@ def _speed(speed: dict | None) -> list[str]:
 
 
 def write_card_v3(path: Path, metrics: dict, meta: dict, speed: dict | None = None) -> None:
+    from app.config import Settings
+
     lines = [HEAD]
     ok, why = verdict(metrics)
+    # the scorer's own checks are necessary, not sufficient: the default is set in app/config.py once the personas'
+    # and the drift detector's evidence under v3 holds too (README, tone scoring), so the card says which it is
+    default = Settings.model_fields["scorer"].default == "v3"
     lines.append(
-        f"**Status: {'the default scorer' if ok else 'available with TONEWATCH_SCORER=v3, not the default'}** — "
-        f"{why}.\n"
+        f"**Status: {'the default scorer' if default else 'available with TONEWATCH_SCORER=v3, not the default'}.** "
+        f"Scorer checks {'passed' if ok else '**not passed**'}: {why}."
+        + ("" if default or not ok else " The default also needs the personas' and drift detector's evidence (README).")
+        + "\n"
     )
     lines += _encoder(metrics.get("encoder", {}))
     lines += _speed(speed)

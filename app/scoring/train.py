@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,8 @@ V3_PROJ_DIMS = 64
 # 50 / 100 / 150 / 200 / 400: the tuned encoder moves an inserted amount clause more than the frozen one (at 50 and
 # 100 an amount moved warmth 0.056 / 0.052). Its cost on the held-out registers is in the v3 card.
 V3_INVARIANCE_WEIGHT = 150.0
-STYLE_WEIGHTS = {"dims": [1.6, 1.0, 1.0], "probs": 1.0, "proj": 0.12}
+PROJ_WEIGHT = 0.12  # the tone projection's weight in the style space at v2's width (PROJ_DIMS)
+STYLE_WEIGHTS = {"dims": [1.6, 1.0, 1.0], "probs": 1.0, "proj": PROJ_WEIGHT}
 RIDGE_ALPHA = 30.0
 LOGIT_C = 0.3
 V1_WEIGHT = 0.35  # v1 rows: same authors, length-confounded grades; they help register, not face-work
@@ -155,7 +157,10 @@ def fit_head(
         "labels": list(LABELS),
         "dimensions": list(DIMENSIONS),
         "proj_dims": proj_dims,
-        "style_weights": STYLE_WEIGHTS,
+        # the projection's share of the persona distance stays v2's whatever its width: each of its dimensions is
+        # standardised, so its squared norm grows with proj_dims (v3's 64 doubled it, and the persona distance then
+        # followed topic-laden projection noise: 8 false alarms in 500 in-persona turns, bench/drift.py)
+        "style_weights": {**STYLE_WEIGHTS, "proj": PROJ_WEIGHT * math.sqrt(PROJ_DIMS / proj_dims)},
         "normalized": True,
     }
     arrays = {

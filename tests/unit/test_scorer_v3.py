@@ -4,6 +4,7 @@ heads' training rows, and the held-out comparison tells a style-carrying encoder
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from app.config import Settings
 from app.scoring import evaluate
@@ -14,9 +15,10 @@ from app.scoring.train import fit_head, load_corpus
 
 
 def test_the_version_picks_the_artifact_folder(tmp_path):
-    assert Settings(home=tmp_path).style_dir == tmp_path / "models" / "style"
     assert Settings(home=tmp_path, scorer="v3").style_dir == tmp_path / "models" / "style-v3"
-    assert encoder_lora(Settings().style_dir) is None  # v2 runs the plain MiniLM
+    assert Settings(home=tmp_path, scorer="v2").style_dir == tmp_path / "models" / "style"
+    assert encoder_lora(Settings(scorer="v2").style_dir) is None  # v2 runs the plain MiniLM
+    assert encoder_lora(Settings(scorer="v3").style_dir) == Settings(scorer="v3").style_dir / "encoder"
     (tmp_path / "encoder").mkdir()
     assert encoder_lora(tmp_path) is None  # a folder without an adapter is not an encoder
     (tmp_path / "encoder" / "adapter_config.json").write_text("{}")
@@ -98,11 +100,28 @@ def test_the_card_states_where_v3_loses(tmp_path):
     card = (tmp_path / "card.md").read_text()
     assert "v2 against v3 on registers the encoder never saw" in card and "0.500 → tuned **0.750**" in card
     assert "Where v3 is worse than v2: r2 formality (vs v2)" in card and "| **no** |" in card
-    assert "not the default** — it does not beat v2 on formality" in card
+    assert "not the default.** Scorer checks **not passed**: it does not beat v2 on formality" in card
     good = {**metrics, "held_out": {**held, "v3_better": dict.fromkeys(held["v3_better"], True)}}
     assert verdict(good) == (True, "it beats v2 on every dimension and keeps every invariance")
     broken = {"order id": {"max": 0.06, "mean": 0.01, "violations": 1, "n": 12}}
     assert not verdict({**good, "metamorphic": {"invariant": broken, "directional": directional}})[0]
+
+
+def test_the_projection_keeps_v2s_share_of_the_style_distance():
+    """Each projection dimension is standardised, so a wider subspace would weigh more in the persona distance; its
+    weight scales by sqrt(32 / width). The shipped v3 head (64 dimensions) carries the scaled weight."""
+    import math
+
+    from app.scoring.model import StyleHead
+    from app.scoring.train import PROJ_DIMS, PROJ_WEIGHT
+
+    rows, features, frozen, _ = _synthetic()
+    for dims in (PROJ_DIMS // 4, PROJ_DIMS):
+        head = fit_head(rows, features, frozen, np.arange(len(rows)), 13, proj_dims=dims)
+        assert head.style_weights["proj"] == pytest.approx(PROJ_WEIGHT * math.sqrt(PROJ_DIMS / dims))
+    v3 = StyleHead.load(Settings(scorer="v3").style_dir)
+    assert v3.proj.shape[1] == 64 and v3.style_weights["proj"] == pytest.approx(PROJ_WEIGHT / math.sqrt(2))
+    assert StyleHead.load(Settings(scorer="v2").style_dir).style_weights["proj"] == PROJ_WEIGHT
 
 
 def test_v3_must_also_beat_v2_as_shipped():
