@@ -25,7 +25,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"temperature {meta['temperature']} ({'greedy' if meta['temperature'] <= 0 else 'sampled'}), engine batch "
         f"<= {meta['max_batch_size']}. Generated {meta['created']} in {meta['duration_s']} s by `tonewatch eval`.",
         "",
-        "Answers are scored by the tone scorer (`models/style`); an adapter named like a shipped persona is judged "
+        f"Answers are scored by the tone scorer ({meta.get('scorer') or 'version not recorded'}); an adapter named "
+        "like a shipped persona is judged "
         "against that persona (drift baseline = its exemplars), others without one (drift baseline = the "
         "session's first 3 turns).",
         "",

@@ -41,6 +41,7 @@ class EvalContext:
     device: str
     loaded: list[str] = field(default_factory=list)
     platform: dict[str, Any] = field(default_factory=dict)  # the CPU and the choices made for it (app.engine.cpu)
+    scorer_name: str = ""  # the scorer version and its head's hash (app.evaluation.stress.scorer_version)
 
     def adapter_for(self, name: str) -> str | None:
         """Engine adapter for a report name: None for the base model."""
@@ -87,6 +88,9 @@ async def build_context(
         stack.engine.stop()
         raise
     ctx.platform = platform.as_dict()
+    from app.evaluation.stress import scorer_version
+
+    ctx.scorer_name = f"{settings.scorer}, head {scorer_version(settings.style_dir)}"
     return ctx
 
 
@@ -274,6 +278,7 @@ async def evaluate(
             "temperature": temperature,
             "max_batch_size": ctx.engine.max_batch_size,
             "personas": sorted(ctx.scorer.personas),
+            "scorer": ctx.scorer_name,
             "duration_s": round(time.perf_counter() - started, 1),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         },

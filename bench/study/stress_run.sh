@@ -5,6 +5,8 @@
 set -u
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1
+# the study's judge is scorer v2 (the default when it ran); its report refuses runs scored by different heads
+export TONEWATCH_SCORER=${TONEWATCH_SCORER:-v2}
 export TONEWATCH_MAX_BATCH_SIZE=${STRESS_BATCH:-32}
 # a session re-reads its whole history each turn (up to ~2,000 tokens, ~90 MB of keys/values): room for every
 # session of the run, or each turn would prefill it all again (measured: prefill was 3/4 of the run)
