@@ -21,6 +21,7 @@ from app.evaluation.report_records import Answer, SessionResult
 from app.evaluation.report_render import write_report
 from app.evaluation.report_summary import summarize, text_quality
 from app.scoring.labels import DIMENSIONS
+from app.scoring.model import head_version
 
 log = logging.getLogger("tonewatch.eval")
 
@@ -41,7 +42,8 @@ class EvalContext:
     device: str
     loaded: list[str] = field(default_factory=list)
     platform: dict[str, Any] = field(default_factory=dict)  # the CPU and the choices made for it (app.engine.cpu)
-    scorer_name: str = ""  # the scorer version and its head's hash (app.evaluation.stress.scorer_version)
+    scorer_release: str = ""  # the scorer version (TONEWATCH_SCORER) the answers are judged by
+    scorer_head: str = ""  # and its head's content hash (app.scoring.model.head_version)
 
     def adapter_for(self, name: str) -> str | None:
         """Engine adapter for a report name: None for the base model."""
@@ -88,9 +90,7 @@ async def build_context(
         stack.engine.stop()
         raise
     ctx.platform = platform.as_dict()
-    from app.evaluation.stress import scorer_version
-
-    ctx.scorer_name = f"{settings.scorer}, head {scorer_version(settings.style_dir)}"
+    ctx.scorer_release, ctx.scorer_head = settings.scorer, head_version(settings.style_dir)
     return ctx
 
 
@@ -278,7 +278,7 @@ async def evaluate(
             "temperature": temperature,
             "max_batch_size": ctx.engine.max_batch_size,
             "personas": sorted(ctx.scorer.personas),
-            "scorer": ctx.scorer_name,
+            "scorer": f"{ctx.scorer_release}, head {ctx.scorer_head}" if ctx.scorer_head else "",
             "duration_s": round(time.perf_counter() - started, 1),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         },

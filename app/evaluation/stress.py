@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -221,16 +220,6 @@ async def run_stress(
     return {"summary": summary, "single": single, "sessions": session_rows}
 
 
-def scorer_version(style_dir: str | Path) -> str:
-    """Short content hash of the style head the answers were scored with (the scorer version of a result)."""
-    digest = hashlib.sha256()
-    for name in ("style_head.json", "style_head.npz"):
-        path = Path(style_dir) / name
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
 async def evaluate_stress(
     adapters: dict[str, str | None],
     suite: StressSuite,
@@ -252,7 +241,6 @@ async def evaluate_stress(
     adapter's requests at once instead of one adapter after another (greedy answers may then differ from a run on
     its own in the last bits of a batch's arithmetic). Writes report.json,
     report.md and plots when ``out_dir`` is set."""
-    from app.config import Settings
     from app.evaluation.report_run import build_context, close_context
 
     if methods is not None and reference is not None and reference not in methods:
@@ -302,7 +290,7 @@ async def evaluate_stress(
             "device": ctx.device,
             # greedy decoding and the cost figures can differ by CPU: name the one each run came from
             "cpu": cpu_name(),
-            "scorer_version": scorer_version(Settings().style_dir),
+            "scorer_version": ctx.scorer_head,
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
         "adapters": {name: run["summary"] for name, run in runs.items()},

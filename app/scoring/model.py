@@ -6,6 +6,7 @@ never execute code. Inference is a few matrix products; the sentence encoder dom
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,3 +119,13 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     if denom == 0.0:
         return 1.0
     return float(1.0 - np.dot(a, b) / denom)
+
+
+def head_version(style_dir: str | Path) -> str:
+    """Short content hash of the style head in ``style_dir``: which scorer a result was scored with."""
+    digest = hashlib.sha256()
+    for name in ("style_head.json", "style_head.npz"):
+        path = Path(style_dir) / name
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
