@@ -341,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     graded = [(v.text, v.grades) for g in train.values() for v in g]
     summary = train_encoder(base, data, graded, Path(args.out), config)
+    # what it trained on, so the heads' evaluation knows every register it never saw (train.unseen_registers)
+    summary["trained_registers"] = sorted({gid.rsplit("-", 1)[0] for gid in train})
+    (Path(args.out) / "encoder_training.json").write_text(json.dumps(summary, indent=1))
     if test:
         from sentence_transformers import SentenceTransformer
 

@@ -6,7 +6,9 @@
 * baselines on exactly the same test rows: length only (log word count, sign chosen on the training rows) and a
   plain lexicon per dimension (counts of a short word list, no training);
 * label accuracy per register; Spearman of the predictions with length (does the model lean on length?);
-* the metamorphic suite (app/scoring/metamorphic.py) on the final head.
+* the metamorphic suite (app/scoring/metamorphic.py) on the final head;
+* for the persona distance, how well the style-space distance between two texts follows their graded tone
+  difference, for several weights of the tone projection (``distance_agreement``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import numpy as np
 from app.scoring import metamorphic as mm
 from app.scoring.labels import DIMENSIONS, LABELS
 from app.scoring.lexicons import words
-from app.scoring.model import StyleHead
+from app.scoring.model import StyleHead, graded_style_vectors
 from app.scoring.normalize import normalize
 from app.scoring.statistics import set_hash_fraction, spearman
 
 HOLDOUT = 0.2
+# Weights of the tone projection in the persona distance, as multiples of the head's own (PROJ_WEIGHT scaled to the
+# projection's width): compared by ``distance_agreement``, the best one ships with v3 (``chosen_proj_scale``)
+PROJ_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 # Plain lexicon baselines (not the scorer's lexicons): a count of markers, nothing learned.
 LEX_FORMAL = words("however therefore regarding furthermore thus hence shall whom pursuant sincerely regards")
@@ -86,15 +91,64 @@ def _score_split(head, rows, features, embeddings, train_idx, test_idx) -> dict:
     return out
 
 
-def cross_register(rows, features, embeddings, seed: int, fit: Callable, corpora: tuple[str, ...] = ("v2",)) -> dict:
+def distance_agreement(head: StyleHead, rows, features, embeddings, test_idx, scales=PROJ_SCALES) -> dict:
+    """Does the persona distance follow tone? Spearman between the style-space distance of two texts and the
+    distance of their graded tone (the same space built from grades and labels, ``graded_style_vectors``), for
+    each projection weight in ``scales`` (multiples of the head's own). ``across_sets``: every pair of texts from
+    different sets (different content, as an answer and a persona's exemplars are), the figure the weight is
+    chosen by; ``within_sets``: pairs of versions of one message."""
+    x = head.design(features[test_idx], embeddings[test_idx])
+    dims, probs = head.predict_design(x)
+    graded = graded_style_vectors(_truth(rows, test_idx), [rows[i]["label"] for i in test_idx], head.style_weights)
+    sets = np.array([rows[i]["set"] for i in test_idx])
+    a, b = np.triu_indices(len(test_idx), k=1)
+    same = sets[a] == sets[b]
+    truth = np.linalg.norm(graded[a] - graded[b], axis=1)
+    out: dict = {"scales": list(scales), "across_sets": [], "within_sets": []}
+    for scale in scales:
+        styles = head.style_vectors(x, dims, probs, proj_weight=head.style_weights["proj"] * scale)
+        predicted = np.linalg.norm(styles[a] - styles[b], axis=1)
+        out["across_sets"].append(_spearman(predicted[~same], truth[~same]))
+        out["within_sets"].append(_spearman(predicted[same], truth[same]))
+    return out
+
+
+def mean_agreement(folds: list[dict]) -> dict:
+    mean = {
+        k: [float(np.mean(v)) for v in zip(*(f[k] for f in folds), strict=True)] for k in ("across_sets", "within_sets")
+    }
+    return {"scales": folds[0]["scales"], **mean}
+
+
+def chosen_proj_scale(agreement: dict) -> float:
+    """The projection weight (multiple) whose distances follow graded tone best across different content."""
+    return float(agreement["scales"][int(np.argmax(agreement["across_sets"]))])
+
+
+def cross_register(
+    rows,
+    features,
+    embeddings,
+    seed: int,
+    fit: Callable,
+    corpora: tuple[str, ...] = ("v2",),
+    scales: tuple[float, ...] | None = None,
+) -> dict:
+    """Leave one register out; with ``scales`` also the persona distance's agreement with graded tone per fold
+    and its mean over folds (``distance_agreement``)."""
     registers = sorted({r["register"] for r in rows if r["corpus"] in corpora})
-    folds = {}
+    folds, agreement = {}, {}
     for register in registers:
         test_idx = np.array([i for i, r in enumerate(rows) if r["register"] == register and not r.get("augmented")])
         train_idx = np.array([i for i, r in enumerate(rows) if r["register"] != register])
         head = fit(rows, features, embeddings, train_idx, seed)
         folds[register] = _score_split(head, rows, features, embeddings, train_idx, test_idx)
-    return {"cross_register": {"folds": folds, "mean": _mean_folds(list(folds.values()))}}
+        if scales:
+            agreement[register] = distance_agreement(head, rows, features, embeddings, test_idx, scales)
+    out: dict = {"folds": folds, "mean": _mean_folds(list(folds.values()))}
+    if scales:
+        out["distance_agreement"] = {"folds": agreement, "mean": mean_agreement(list(agreement.values()))}
+    return {"cross_register": out}
 
 
 def held_out_registers(
@@ -106,26 +160,33 @@ def held_out_registers(
     seed: int,
     fit: Callable,
     v2_shipped_fit: Callable | None = None,
+    scales: tuple[float, ...] | None = None,
 ) -> dict:
     """v2 against v3 where the tuned encoder has never been: leave one of ``registers`` (those kept out of the
     encoder's training) out at a time, fit the heads on every other row once on the frozen MiniLM's embeddings
     (v2's encoder) and once on the tuned encoder's (v3's), and score both on that register's rows beside the length
     and lexicon baselines. Same rows, same heads, same data: the difference is the encoder. With ``v2_shipped_fit``
     also v2 as it ships (its own head recipe on the frozen encoder): v3 has to beat that too, or a head setting
-    that suits v3 and hurts v2 would flatter the comparison."""
+    that suits v3 and hurts v2 would flatter the comparison. With ``scales``, v3's persona-distance agreement
+    (``distance_agreement``) on these registers too: a check of the weight chosen on the other registers."""
     arms = {"v2": (fit, frozen), "v3": (fit, tuned)}
     if v2_shipped_fit is not None:
         arms["v2_shipped"] = (v2_shipped_fit, frozen)
     folds: dict = {}
+    agreement: dict = {}
     for register in registers:
         test_idx = np.array([i for i, r in enumerate(rows) if r["register"] == register and not r.get("augmented")])
         train_idx = np.array([i for i, r in enumerate(rows) if r["register"] != register])
+        heads = {name: f(rows, features, emb, train_idx, seed) for name, (f, emb) in arms.items()}
         folds[register] = {
-            name: _score_split(f(rows, features, emb, train_idx, seed), rows, features, emb, train_idx, test_idx)
-            for name, (f, emb) in arms.items()
+            name: _score_split(heads[name], rows, features, arms[name][1], train_idx, test_idx) for name in arms
         }
+        if scales:
+            agreement[register] = distance_agreement(heads["v3"], rows, features, tuned, test_idx, scales)
     mean = {name: _mean_folds([f[name] for f in folds.values()]) for name in arms}
     out = {"registers": list(registers), "folds": folds, "mean": mean}
+    if scales:
+        out["distance_agreement"] = {"folds": agreement, "mean": mean_agreement(list(agreement.values()))}
     for name, key in (("v2", "v3_better"), ("v2_shipped", "v3_better_than_shipped")):
         if name in mean:
             better = {dim: mean["v3"][dim]["model"] > mean[name][dim]["model"] for dim in DIMENSIONS}

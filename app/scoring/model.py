@@ -79,15 +79,18 @@ class StyleHead:
         probs = _softmax(x @ self.lab_w + self.lab_b)
         return dims, probs
 
-    def style_vectors(self, x: np.ndarray, dims: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    def style_vectors(
+        self, x: np.ndarray, dims: np.ndarray, probs: np.ndarray, proj_weight: float | None = None
+    ) -> np.ndarray:
         """Style space: tone dimensions and label probabilities (centered) plus the tone-subspace projection.
-        Centering matters: cosine between uncentered positive vectors says little."""
+        Centering matters: cosine between uncentered positive vectors says little. ``proj_weight`` overrides the
+        artifact's projection weight (evaluation compares weights on one fitted head)."""
         w = self.style_weights
-        n_proj = self.proj.shape[1]
+        n_feat, n_proj = self.feat_mean.shape[0], self.proj.shape[1]  # the design's own widths
         parts = [
             (dims - 0.5) * 2.0 * np.asarray(w["dims"], dtype=np.float32),
             (probs - 1.0 / len(LABELS)) * w["probs"],
-            x[:, len(FEATURE_NAMES) : len(FEATURE_NAMES) + n_proj] * w["proj"],
+            x[:, n_feat : n_feat + n_proj] * (w["proj"] if proj_weight is None else proj_weight),
         ]
         return np.concatenate(parts, axis=1).astype(np.float32)
 
@@ -106,6 +109,19 @@ class StyleHead:
                 )
             )
         return out
+
+
+def graded_style_vectors(grades: np.ndarray, labels: list[str], style_weights: dict) -> np.ndarray:
+    """The style space's tone part built from graded truth (grades in [0, 1], one-hot labels) instead of
+    predictions: what a persona distance between two texts should follow."""
+    onehot = np.eye(len(LABELS))[[LABELS.index(label) for label in labels]]
+    return np.concatenate(
+        [
+            (grades - 0.5) * 2.0 * np.asarray(style_weights["dims"]),
+            (onehot - 1.0 / len(LABELS)) * style_weights["probs"],
+        ],
+        axis=1,
+    )
 
 
 def style_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -37,6 +37,9 @@ V3_PROJ_DIMS = 64
 # 50 / 100 / 150 / 200 / 400: the tuned encoder moves an inserted amount clause more than the frozen one (at 50 and
 # 100 an amount moved warmth 0.056 / 0.052). Its cost on the held-out registers is in the v3 card.
 V3_INVARIANCE_WEIGHT = 150.0
+# v3 registers written after the shipped style encoder was trained (it never saw them): held out beside its own
+# (data/style/v3/RUBRIC.md; a retrained encoder lists the registers it trained on, ``unseen_registers``)
+V3_REGISTERS_AFTER_ENCODER = ("support_chat",)
 PROJ_WEIGHT = 0.12  # the tone projection's weight in the style space at v2's width (PROJ_DIMS)
 STYLE_WEIGHTS = {"dims": [1.6, 1.0, 1.0], "probs": 1.0, "proj": PROJ_WEIGHT}
 RIDGE_ALPHA = 30.0
@@ -123,8 +126,11 @@ def fit_head(
     seed: int,
     proj_dims: int = PROJ_DIMS,
     invariance_weight: float = INVARIANCE_WEIGHT,
+    proj_scale: float = 1.0,
 ) -> StyleHead:
-    """Fit all heads on rows[idx] only (so the same function serves held-out evaluation and the shipped artifact)."""
+    """Fit all heads on rows[idx] only (so the same function serves held-out evaluation and the shipped artifact).
+    ``proj_scale`` multiplies the projection's weight in the style space (the persona distance) and nothing else:
+    v3's is chosen by ``evaluate.distance_agreement``."""
     from sklearn.linear_model import LogisticRegression, Ridge
 
     sub = [rows[i] for i in idx]
@@ -160,7 +166,7 @@ def fit_head(
         # the projection's share of the persona distance stays v2's whatever its width: each of its dimensions is
         # standardised, so its squared norm grows with proj_dims (v3's 64 doubled it, and the persona distance then
         # followed topic-laden projection noise: 8 false alarms in 500 in-persona turns, bench/drift.py)
-        "style_weights": {**STYLE_WEIGHTS, "proj": PROJ_WEIGHT * math.sqrt(PROJ_DIMS / proj_dims)},
+        "style_weights": {**STYLE_WEIGHTS, "proj": PROJ_WEIGHT * math.sqrt(PROJ_DIMS / proj_dims) * proj_scale},
         "normalized": True,
     }
     arrays = {
@@ -255,6 +261,16 @@ def train(seed: int = 13, settings: Settings | None = None, embedder=None, card:
     return evaluate.headline(metrics)
 
 
+def unseen_registers(encoder_summary: dict, registers: set[str]) -> list[str]:
+    """The registers the style encoder never trained on: those it held out, plus any it did not train on (it lists
+    them since ``trained_registers``; an encoder trained before that lists only its held-out ones, and the registers
+    written after it are ``V3_REGISTERS_AFTER_ENCODER``)."""
+    held = set(encoder_summary.get("held_out", {}).get("registers", []))
+    trained = encoder_summary.get("trained_registers")
+    later = set(V3_REGISTERS_AFTER_ENCODER) if trained is None else registers - set(trained)
+    return sorted((held | later) & registers)
+
+
 def train_v3(seed: int, settings: Settings, card: bool = True) -> dict:
     """Scorer v3's heads on the MiniLM tuned for style (models/style-v3/encoder, written by
     `python -m app.scoring.encoder_v3 --out models/style-v3/encoder --hold-out ...`): the same recipe as v2 on
@@ -273,29 +289,36 @@ def train_v3(seed: int, settings: Settings, card: bool = True) -> dict:
 
     fit = partial(fit_head, proj_dims=V3_PROJ_DIMS, invariance_weight=V3_INVARIANCE_WEIGHT)
     encoder_summary = json.loads((lora / "encoder_training.json").read_text())
-    held_out = list(encoder_summary.get("held_out", {}).get("registers", []))
     np.random.seed(seed)
     steps = tqdm(total=6, desc="train-style v3", unit="step")
     steps.set_postfix_str("features + embeddings (tuned and frozen encoder)")
     rows, features, tuned = corpus_inputs(settings, seed, v3=True, style_lora=lora)
     _, _, frozen = corpus_inputs(settings, seed, v3=True)
+    held_out = unseen_registers(encoder_summary, {r["register"] for r in rows if r["corpus"] in ("v2", "v3")})
     steps.update()
     steps.set_postfix_str("cross-register folds")
-    metrics = evaluate.cross_register(rows, features, tuned, seed, fit, corpora=("v2", "v3"))
+    # the folds also compare projection weights for the persona distance; the best across content ships
+    scales = evaluate.PROJ_SCALES
+    metrics = evaluate.cross_register(rows, features, tuned, seed, fit, corpora=("v2", "v3"), scales=scales)
+    agreement = metrics["cross_register"]["distance_agreement"]
+    # chosen on the registers the encoder trained on only: the held-out ones stay a check
+    agreement["chosen_on"] = evaluate.mean_agreement([a for r, a in agreement["folds"].items() if r not in held_out])
+    proj_scale = evaluate.chosen_proj_scale(agreement["chosen_on"])
     steps.update()
     steps.set_postfix_str("registers the encoder never saw: v2 vs v3")
     metrics["held_out"] = evaluate.held_out_registers(
-        rows, features, frozen, tuned, held_out, seed, fit, v2_shipped_fit=fit_head
+        rows, features, frozen, tuned, held_out, seed, fit, v2_shipped_fit=fit_head, scales=scales
     )
     steps.update()
     steps.set_postfix_str("in-register held-out")
     metrics.update(evaluate.in_register(rows, features, tuned, seed, fit))
     steps.update()
     steps.set_postfix_str("final fit")
-    head = fit(rows, features, tuned, np.arange(len(rows)), seed)
+    head = fit(rows, features, tuned, np.arange(len(rows)), seed, proj_scale=proj_scale)
     head.meta.update(
         seed=seed,
         scorer="v3",
+        proj_scale=proj_scale,
         invariance_weight=V3_INVARIANCE_WEIGHT,
         encoder_lora_sha256=hashlib.sha256((lora / "adapter_model.safetensors").read_bytes()).hexdigest()[:16],
         **provenance(rows),

@@ -3,6 +3,8 @@ heads' training rows, and the held-out comparison tells a style-carrying encoder
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -29,11 +31,11 @@ def test_the_v3_corpus_joins_as_sets_of_rewrites():
     base = load_corpus(Settings().data_dir / "style")
     rows = load_corpus(Settings().data_dir / "style", v3=True)
     v3 = [r for r in rows if r["corpus"] == "v3"]
-    assert len(rows) == len(base) + len(v3) and len(v3) == 3600
+    assert len(rows) == len(base) + len(v3) and len(v3) == 3900
     sets: dict[str, list[dict]] = {}
     for r in v3:
         sets.setdefault(r["set"], []).append(r)
-    assert len(sets) == 360 and all(len(s) == 10 for s in sets.values())
+    assert len(sets) == 390 and all(len(s) == 10 for s in sets.values())
     assert {r["register"] for r in v3} >= {"sms", "tutoring", "application"}
     assert all(r["label"] in LABELS and 0 <= r["formality"] <= 1 for r in v3)
     assert len({r["id"] for r in rows if "id" in r}) == len([r for r in rows if "id" in r])  # ids stay unique
@@ -120,8 +122,35 @@ def test_the_projection_keeps_v2s_share_of_the_style_distance():
         head = fit_head(rows, features, frozen, np.arange(len(rows)), 13, proj_dims=dims)
         assert head.style_weights["proj"] == pytest.approx(PROJ_WEIGHT * math.sqrt(PROJ_DIMS / dims))
     v3 = StyleHead.load(Settings(scorer="v3").style_dir)
-    assert v3.proj.shape[1] == 64 and v3.style_weights["proj"] == pytest.approx(PROJ_WEIGHT / math.sqrt(2))
+    scaled = PROJ_WEIGHT / math.sqrt(2) * v3.meta["proj_scale"]
+    assert v3.proj.shape[1] == 64 and v3.style_weights["proj"] == pytest.approx(scaled)
     assert StyleHead.load(Settings(scorer="v2").style_dir).style_weights["proj"] == PROJ_WEIGHT
+
+
+def test_the_persona_distance_weight_is_the_one_that_follows_graded_tone_best():
+    """The projection's weight in the persona distance is chosen, not set: per leave-one-register-out fold, the
+    Spearman between style-space distances and graded-tone distances of texts with different content, for each
+    weight; v3 ships the best on the registers its encoder trained on (the held-out ones stay a check)."""
+    from app.scoring.model import StyleHead
+
+    rows, features, _, tuned = _synthetic()
+    train = np.array([i for i, r in enumerate(rows) if r["register"] != "r1"])
+    test = np.array([i for i, r in enumerate(rows) if r["register"] == "r1"])
+    head = fit_head(rows, features, tuned, train, 13, proj_dims=16)
+    agreement = evaluate.distance_agreement(head, rows, features, tuned, test)
+    assert len(agreement["across_sets"]) == len(agreement["within_sets"]) == len(evaluate.PROJ_SCALES)
+    assert max(agreement["across_sets"]) > 0.9  # the embedding carries the grades here: distances follow them
+    best = evaluate.chosen_proj_scale(agreement)
+    assert agreement["across_sets"][evaluate.PROJ_SCALES.index(best)] == max(agreement["across_sets"])
+    # proj_scale changes the persona distance and nothing the heads predict
+    scaled = fit_head(rows, features, tuned, train, 13, proj_dims=16, proj_scale=0.5)
+    assert scaled.style_weights["proj"] == pytest.approx(head.style_weights["proj"] * 0.5)
+    assert np.array_equal(scaled.dim_w, head.dim_w) and np.array_equal(scaled.lab_w, head.lab_w)
+    # the shipped v3 head carries the weight its own training run chose
+    style_dir = Settings(scorer="v3").style_dir
+    metrics = json.loads((style_dir / "metrics.json").read_text())
+    chosen = metrics["cross_register"]["distance_agreement"]["chosen_on"]
+    assert StyleHead.load(style_dir).meta["proj_scale"] == evaluate.chosen_proj_scale(chosen)
 
 
 def test_v3_must_also_beat_v2_as_shipped():
@@ -165,3 +194,18 @@ async def test_the_shipped_v3_scorer_loads_merged_and_scores():
         assert {"label", "persona_distance", "persona_match"} <= set(formal)
     finally:
         scorer.close()
+
+
+def test_registers_the_encoder_never_saw_are_held_out():
+    from app.scoring.train import V3_REGISTERS_AFTER_ENCODER, unseen_registers
+
+    registers = {"sms", "chat", "complaint", *V3_REGISTERS_AFTER_ENCODER}
+    # an encoder that lists only what it held out (trained before support_chat was written)
+    old = {"held_out": {"registers": ["sms", "tutoring"]}}
+    assert unseen_registers(old, registers) == sorted({"sms", *V3_REGISTERS_AFTER_ENCODER})
+    # one that lists what it trained on: everything else is unseen, and a register it trained on is not
+    new = {"held_out": {"registers": ["sms"]}, "trained_registers": ["chat", *V3_REGISTERS_AFTER_ENCODER]}
+    assert unseen_registers(new, registers) == ["complaint", "sms"]
+    # the shipped encoder never saw support_chat: the v3 card's held-out comparison includes it
+    metrics = json.loads((Settings(scorer="v3").style_dir / "metrics.json").read_text())
+    assert set(V3_REGISTERS_AFTER_ENCODER) <= set(metrics["held_out"]["registers"])
