@@ -13,6 +13,7 @@ from bench import (
     history,
     peer,
     quantized,
+    rated_answers,
     replicas,
     scorer_versions,
     scoring,
@@ -35,6 +36,7 @@ SECTIONS = {
     "sessions_index": sessions_index.run,
     "structured": structured.run,
     "drift": drift.run,
+    "rated_answers": rated_answers.run,
     "canary": canary.run,
     "tracing": tracing.run,
 }

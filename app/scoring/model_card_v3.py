@@ -55,7 +55,9 @@ LIMITS = """
 one set of graders): cross-register figures overstate performance on human-rated text from elsewhere. The
 cross-register table over all registers includes registers the encoder was trained on (only the held-out ones are
 clean); the held-out comparison is the one the version choice rests on. Lexicons are English-only; sarcasm and
-mixed tones are not modelled; placeholders make the scorer blind to digits.
+mixed tones are not modelled; placeholders make the scorer blind to digits. What the service scores, the shipped
+adapters' answers, is checked apart: 160 of them graded blind by two raters (`data/rated/`,
+`bench/results/rated_answers.json`); the README says where v3 reads them differently from the raters.
 """
 
 
