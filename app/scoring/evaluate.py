@@ -114,6 +114,7 @@ def distance_agreement(head: StyleHead, rows, features, embeddings, test_idx, sc
 
 
 def mean_agreement(folds: list[dict]) -> dict:
+    """``distance_agreement`` averaged over folds, weight by weight."""
     mean = {
         k: [float(np.mean(v)) for v in zip(*(f[k] for f in folds), strict=True)] for k in ("across_sets", "within_sets")
     }
