@@ -32,17 +32,17 @@ out of the encoder's training entirely: every figure on them is on text the enco
 """
 
 DATA = """
-**Data.** All text written for this project (LLM-assisted drafting by the Tonewatch team; no public or rated
-dataset was copied, used for training or used for tuning). v1 (2,200, `data/style/*.jsonl`) and v2 (2,416,
-`data/style/v2/`, 8 registers: chat, email, forum, ticket, wiki_talk, qa, peer_support, support_reply) as in
-v2's card; **v3 (3,900, `data/style/v3/`, rubric and provenance in `data/style/v3/RUBRIC.md`)**: 13 registers
-(complaint, review, workplace_chat, sms, social_post, application, school_email, neighbour_notice, code_review,
-tutoring, news_comment, travel_booking, and support_chat, written after the encoder was trained and so never seen
-by it) × 30 situations × 10 versions (a base, formality/politeness/warmth up and down, contractions, casing,
-terseness), six voices per register, graded by the v2 rubric. Heads are fitted on v1 + v2 + v3 with v2's recipe
+**Data.** All text written for this project (LLM-assisted drafting by the Tonewatch team; no public or rated dataset
+was copied, used for training or used for tuning). v1 (2,200, `data/style/*.jsonl`) and v2 (2,416, `data/style/v2/`,
+8 registers: chat, email, forum, ticket, wiki_talk, qa, peer_support, support_reply) as in v2's card; **v3 (4,200,
+`data/style/v3/`, rubric and provenance in `data/style/v3/RUBRIC.md`)**: 14 new registers (complaint, review,
+workplace_chat, sms, social_post, application, school_email, neighbour_notice, code_review, tutoring, news_comment,
+travel_booking, and support_chat and assistant_reply, written after the encoder was trained and so never seen by it)
+× 30 situations × 10 versions (a base, formality/politeness/warmth up and down, contractions, casing, terseness),
+six voices per register, graded by the v2 rubric. Heads are fitted on v1 + v2 + v3 with v2's recipe
 (`app/scoring/train.py`: three stacked views, invariance pairs, v1 weight), except a 64-dimensional tone subspace
-(v2: 32): picked from 16 / 32 / 64 × invariance weight 50 / 100 by leave-one-register-out over the 14 registers
-the encoder trained on (never the held-out ones); 64 / 50 was best for both encoders. The invariance weight is then
+(v2: 32): picked from 16 / 32 / 64 × invariance weight 50 / 100 by leave-one-register-out over the 14 registers the
+encoder trained on (never the held-out ones); 64 / 50 was best for both encoders. The invariance weight is then
 raised to the smallest of 50 / 100 / 150 / 200 / 400 that keeps the metamorphic suite within tolerance (v2's rule;
 the tuned encoder moves an inserted amount clause more than the frozen one), so the suite below has been used to
 pick that one number, as it was for v2. The "v2 / v3" columns below use v3's head recipe on both encoders (the

@@ -39,7 +39,7 @@ V3_PROJ_DIMS = 64
 V3_INVARIANCE_WEIGHT = 150.0
 # v3 registers written after the shipped style encoder was trained (it never saw them): held out beside its own
 # (data/style/v3/RUBRIC.md; a retrained encoder lists the registers it trained on, ``unseen_registers``)
-V3_REGISTERS_AFTER_ENCODER = ("support_chat",)
+V3_REGISTERS_AFTER_ENCODER = ("support_chat", "assistant_reply")
 PROJ_WEIGHT = 0.12  # the tone projection's weight in the style space at v2's width (PROJ_DIMS)
 STYLE_WEIGHTS = {"dims": [1.6, 1.0, 1.0], "probs": 1.0, "proj": PROJ_WEIGHT}
 RIDGE_ALPHA = 30.0

@@ -1,20 +1,27 @@
-"""The rated adapter answers (data/rated/) are an evaluation set: well-formed, blind-graded by two raters on the
-rubric's scale, covering the base model and every shipped adapter, and never part of the scorer's training rows
-(they answer the e2e checks' held-out questions)."""
+"""The rated adapter answers (data/rated/) are evaluation sets: well-formed, blind-graded by two raters on the
+rubric's scale, covering the base model and every shipped adapter, and never part of the scorer's training rows.
+The held-out set answers the e2e checks' questions; the validation set answers questions written apart from them."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
 
+import pytest
+
 from app.config import Settings
 from app.scoring.labels import LABELS
 from app.scoring.train import load_corpus
-from bench.rated_answers import DATA, DIMS, load
+from bench.rated_answers import DIMS, RATED, SETS, load
 
 
-def test_every_answer_is_graded_by_both_raters_on_the_rubric_scale():
-    rows = load()
+def _questions(path) -> set[str]:
+    return {json.loads(line)["messages"][-1]["content"] for line in path.read_text().splitlines() if line.strip()}
+
+
+@pytest.mark.parametrize("name", list(SETS))
+def test_every_answer_is_graded_by_both_raters_on_the_rubric_scale(name):
+    rows = load(name)
     assert [r["id"] for r in rows] == list(range(len(rows))) and len(rows) == 160
     assert Counter(r["adapter"] for r in rows) == dict.fromkeys(
         ["base", "support-friendly", "support-formal", "support-robotic"], 40
@@ -28,13 +35,10 @@ def test_every_answer_is_graded_by_both_raters_on_the_rubric_scale():
 
 
 def test_the_rated_answers_stay_out_of_the_scorers_training_rows():
-    rated = {r["text"] for r in load()}
     corpus = {r["text"] for r in load_corpus(Settings().data_dir / "style", v3=True)}
-    assert not rated & corpus
-    assert DATA.parent.name == "rated" and DATA.parent != Settings().data_dir / "style"
-    prompts = {
-        json.loads(line)["messages"][-1]["content"]
-        for line in (DATA.parents[1] / "support" / "heldout_questions.jsonl").read_text().splitlines()
-        if line.strip()
-    }
-    assert {r["prompt"] for r in load()} <= prompts  # the e2e checks' held-out questions: evaluation only
+    for name in SETS:
+        assert not {r["text"] for r in load(name)} & corpus
+    heldout = _questions(Settings().data_dir / "support" / "heldout_questions.jsonl")
+    validation = _questions(RATED / "validation_questions.jsonl")
+    assert {r["prompt"] for r in load("heldout")} <= heldout  # the e2e checks' questions: evaluation only
+    assert {r["prompt"] for r in load("validation")} <= validation and not validation & heldout

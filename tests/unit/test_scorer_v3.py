@@ -31,11 +31,11 @@ def test_the_v3_corpus_joins_as_sets_of_rewrites():
     base = load_corpus(Settings().data_dir / "style")
     rows = load_corpus(Settings().data_dir / "style", v3=True)
     v3 = [r for r in rows if r["corpus"] == "v3"]
-    assert len(rows) == len(base) + len(v3) and len(v3) == 3900
+    assert len(rows) == len(base) + len(v3) and len(v3) == 4200
     sets: dict[str, list[dict]] = {}
     for r in v3:
         sets.setdefault(r["set"], []).append(r)
-    assert len(sets) == 390 and all(len(s) == 10 for s in sets.values())
+    assert len(sets) == 420 and all(len(s) == 10 for s in sets.values())
     assert {r["register"] for r in v3} >= {"sms", "tutoring", "application"}
     assert all(r["label"] in LABELS and 0 <= r["formality"] <= 1 for r in v3)
     assert len({r["id"] for r in rows if "id" in r}) == len([r for r in rows if "id" in r])  # ids stay unique
