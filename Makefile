@@ -59,7 +59,7 @@ test-fast: $(STAMP)
 	$(PYTEST) -m "not model and not integration and not slow"
 
 # Schemathesis (every check; schemathesis.toml) against a live server's /openapi.json, generation capped at 8 tokens.
-# `make fuzz` is the long run (~4 minutes); `make test` runs `fuzz-quick` (fewer examples per operation, ~1.5 min).
+# `make fuzz` is the long run (~4 minutes); `make test` runs `fuzz-quick` (fewer examples per operation, at most 90 s of generation).
 FUZZ_PORT ?= 18199
 FUZZ_TOKEN := fuzz-admin-token-0123456789
 FUZZ_ARGS ?= --max-examples 10 --max-time 240
@@ -67,7 +67,7 @@ fuzz: install
 	$(MAKE) --no-print-directory fuzz-run
 
 fuzz-quick: $(STAMP)
-	$(MAKE) --no-print-directory fuzz-run FUZZ_ARGS="--max-examples 3 --max-time 150"
+	$(MAKE) --no-print-directory fuzz-run FUZZ_ARGS="--max-examples 3 --max-time 90"
 
 fuzz-run:
 	@dir=$$(mktemp -d); mkdir -p $$dir/ad; \
