@@ -64,10 +64,10 @@ def run() -> dict:
     from app.scoring.statistics import spearman
 
     sets = {name: load(name) for name in SETS}
+    consensus = {name: _raters(rows) for name, rows in sets.items()}
     result: dict = {"sets": {}}
     for name, rows in sets.items():
-        raters = _raters(rows)
-        summary = _summary(rows, raters)
+        summary = _summary(rows, consensus[name])
         result["sets"][name] = {"answers": len(rows), "raters": summary, "raters_contrasts": _contrasts(summary)}
         result["sets"][name]["scorers"] = {}
     for version in ("v2", "v3"):
@@ -75,7 +75,7 @@ def run() -> dict:
         scorer = ToneScorer.load(Metrics(), settings.style_dir, settings.persona_dir)
         try:
             for name, rows in sets.items():
-                raters = _raters(rows)
+                raters = consensus[name]
                 predicted = [{"label": p.label, **p.dims} for p in scorer._predict([r["text"] for r in rows])]
                 agreed = [i for i, r in enumerate(raters) if r["agreed"]]
                 per_adapter = _summary(rows, predicted)

@@ -150,17 +150,19 @@ def _persona_distance(metrics: dict, meta: dict) -> list[str]:
         return []
     chosen, held = agreement["chosen_on"], (metrics.get("held_out") or {}).get("distance_agreement", {}).get("mean")
     scale = meta.get("proj_scale", 1.0)
+    unit = meta["style_weights"]["proj"] / scale if scale else float("nan")  # v2's 0.12 at this head's width
     out = [
         "**Persona distance.** Personas and the drift detector compare answers in the style space: the tone "
         "dimensions, the label probabilities and the tone projection, weighted. The projection's weight is chosen, "
-        "not set. In each leave-one-register-out fold, for each weight (a multiple of v2's 0.12, scaled by √(32/64) "
-        "for the wider subspace), it takes the Spearman correlation between the style-space distance of two texts "
-        "and the distance of their graded tone (the same space built from the grades and labels). The pairs are "
+        "not set. In each leave-one-register-out fold, for each weight (a multiple of v2's 0.12, scaled by "
+        f"√(32/{meta['proj_dims']}) for the subspace's width), it takes the Spearman correlation between the "
+        "style-space distance of two texts and the distance of their graded tone (the same space built from the "
+        "grades and labels). The pairs are "
         "texts with different content, as an answer and a persona's exemplars are. The weight with the best mean "
         f"over the registers the encoder trained on ships: **×{scale:g}**, a weight of "
         f"{meta['style_weights']['proj']:.4f}. The registers it never saw are the check. Versions of one message "
         "(same content) are shown for comparison.\n",
-        "| weight (× 0.12·√½) | trained-on registers: different content | same message | "
+        f"| weight (× {unit:.4f}) | trained-on registers: different content | same message | "
         "never-seen registers: different content | same message |\n|---|---|---|---|---|",
     ]
     for i, s in enumerate(chosen["scales"]):

@@ -4,19 +4,20 @@ The held-out set answers the e2e checks' questions; the validation set answers q
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import pytest
 
 from app.config import Settings
+from app.evaluation.report import load_prompts
+from app.evaluation.report_run import user_text
 from app.scoring.labels import LABELS
 from app.scoring.train import load_corpus
 from bench.rated_answers import DIMS, RATED, SETS, load
 
 
 def _questions(path) -> set[str]:
-    return {json.loads(line)["messages"][-1]["content"] for line in path.read_text().splitlines() if line.strip()}
+    return {user_text(prompt) for prompt in load_prompts(path)}
 
 
 @pytest.mark.parametrize("name", list(SETS))
