@@ -74,7 +74,7 @@ fuzz-run:
 	TONEWATCH_DB_PATH=$$dir/tw.db TONEWATCH_ADAPTER_ROOT=$$dir/ad TONEWATCH_ADMIN_TOKEN=$(FUZZ_TOKEN) \
 	TONEWATCH_MAX_NEW_TOKENS=8 $(BIN)/tonewatch serve --port $(FUZZ_PORT) > $$dir/server.log 2>&1 & pid=$$!; \
 	for _ in $$(seq 120); do curl -sf localhost:$(FUZZ_PORT)/readyz >/dev/null && break; sleep 0.5; done; \
-	$(BIN)/st run http://127.0.0.1:$(FUZZ_PORT)/openapi.json --checks all $(FUZZ_ARGS) --seed 1 --workers 2 \
+	$(BIN)/st run http://127.0.0.1:$(FUZZ_PORT)/openapi.json --checks all $(FUZZ_ARGS) --seed 1 --workers 1 \
 	  --request-timeout 30 -H "Authorization: Bearer $(FUZZ_TOKEN)"; rc=$$?; \
 	kill $$pid; echo "server log: $$dir/server.log"; exit $$rc
 
