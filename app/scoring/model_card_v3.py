@@ -39,7 +39,11 @@ was copied, used for training or used for tuning). v1 (2,200, `data/style/*.json
 workplace_chat, sms, social_post, application, school_email, neighbour_notice, code_review, tutoring, news_comment,
 travel_booking, and support_chat and assistant_reply, written after the encoder was trained and so never seen by it)
 × 30 situations × 10 versions (a base, formality/politeness/warmth up and down, contractions, casing, terseness),
-six voices per register, graded by the v2 rubric. Heads are fitted on v1 + v2 + v3 with v2's recipe
+six voices per register, graded by the v2 rubric. The label of every v2 and v3 text between `friendly` and
+`casual` (formality 0.35–0.5, warmth 0.4–0.6; 409 texts) was decided again, blind, by the rubric's clarified
+boundary (`casual` a register, `friendly` a manner; December 2026): 157 labels changed, in both directions, grades
+untouched (`data/style/relabel/`); the heads are fitted on the new labels, the encoder was trained before.
+Heads are fitted on v1 + v2 + v3 with v2's recipe
 (`app/scoring/train.py`: three stacked views, invariance pairs, v1 weight), except a 64-dimensional tone subspace
 (v2: 32): picked from 16 / 32 / 64 × invariance weight 50 / 100 by leave-one-register-out over the 14 registers the
 encoder trained on (never the held-out ones); 64 / 50 was best for both encoders. The invariance weight is then

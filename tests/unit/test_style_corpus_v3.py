@@ -4,6 +4,7 @@ the right way while the others stay put (as graded)."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import pytest
@@ -58,3 +59,25 @@ def test_surface_edits_leave_politeness_and_warmth(groups, key):
     for dim in ("politeness", "warmth"):
         moves = [abs(getattr(g[key], dim) - getattr(g["base"], dim)) for g in groups.values()]
         assert sum(moves) / len(moves) <= 0.05, (key, dim)
+
+
+def test_the_friendly_casual_relabel_record_matches_the_corpora(groups):
+    """data/style/relabel: every text of v2 and v3 in the friendly/casual zone was relabelled blind by the clarified
+    rule (data/style/v2/RUBRIC.md); the record must list exactly those texts, with the labels the corpora carry."""
+    from app.scoring.train import load_corpus
+
+    style = V3_DIR.parent
+    lines = (style / "relabel" / "friendly_casual_2026-12.jsonl").read_text().splitlines()
+    record = {r["id"]: r for r in map(json.loads, lines)}
+    in_zone = {}
+    for g in groups.values():
+        for key, t in g.items():
+            if 0.35 <= t.formality <= 0.5 and 0.4 <= t.warmth <= 0.6:
+                in_zone[f"{t.group}/{key}"] = t.label
+    for row in load_corpus(style):
+        if not row["register"].startswith("v1:") and 0.35 <= row["formality"] <= 0.5 and 0.4 <= row["warmth"] <= 0.6:
+            in_zone[row["id"]] = row["label"]
+    assert set(record) == set(in_zone)
+    assert all(record[k]["label"] == label for k, label in in_zone.items())
+    # each label is a rater's: a split keeps the old label only where one of the raters gave it
+    assert all(r["label"] in r["raters"] for r in record.values())
