@@ -10,6 +10,7 @@ from collections import defaultdict
 import pytest
 
 from app.scoring.corpus_v3 import DIMENSIONS, V3_DIR, check_file, load_texts
+from app.scoring.train import load_corpus
 
 EDITS = {
     "formality_up": ("formality", 1),
@@ -64,8 +65,6 @@ def test_surface_edits_leave_politeness_and_warmth(groups, key):
 def test_the_friendly_casual_relabel_record_matches_the_corpora(groups):
     """data/style/relabel: every text of v2 and v3 in the friendly/casual zone was relabelled blind by the clarified
     rule (data/style/v2/RUBRIC.md); the record must list exactly those texts, with the labels the corpora carry."""
-    from app.scoring.train import load_corpus
-
     style = V3_DIR.parent
     lines = (style / "relabel" / "friendly_casual_2026-12.jsonl").read_text().splitlines()
     record = {r["id"]: r for r in map(json.loads, lines)}
