@@ -68,8 +68,12 @@ def run() -> dict:
     result: dict = {"sets": {}}
     for name, rows in sets.items():
         summary = _summary(rows, consensus[name])
-        result["sets"][name] = {"answers": len(rows), "raters": summary, "raters_contrasts": _contrasts(summary)}
-        result["sets"][name]["scorers"] = {}
+        result["sets"][name] = {
+            "answers": len(rows),
+            "raters": summary,
+            "raters_contrasts": _contrasts(summary),
+            "scorers": {},
+        }
     for version in ("v2", "v3"):
         settings = Settings(scorer=version)
         scorer = ToneScorer.load(Metrics(), settings.style_dir, settings.persona_dir)

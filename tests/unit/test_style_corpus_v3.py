@@ -68,14 +68,15 @@ def test_the_friendly_casual_relabel_record_matches_the_corpora(groups):
     style = V3_DIR.parent
     lines = (style / "relabel" / "friendly_casual_2026-12.jsonl").read_text().splitlines()
     record = {r["id"]: r for r in map(json.loads, lines)}
-    in_zone = {}
-    for g in groups.values():
-        for key, t in g.items():
-            if 0.35 <= t.formality <= 0.5 and 0.4 <= t.warmth <= 0.6:
-                in_zone[f"{t.group}/{key}"] = t.label
-    for row in load_corpus(style):
-        if not row["register"].startswith("v1:") and 0.35 <= row["formality"] <= 0.5 and 0.4 <= row["warmth"] <= 0.6:
-            in_zone[row["id"]] = row["label"]
+
+    def zone(formality: float, warmth: float) -> bool:
+        return 0.35 <= formality <= 0.5 and 0.4 <= warmth <= 0.6
+
+    in_zone = {
+        f"{t.group}/{key}": t.label for g in groups.values() for key, t in g.items() if zone(t.formality, t.warmth)
+    }
+    v2 = [r for r in load_corpus(style) if not r["register"].startswith("v1:")]
+    in_zone |= {r["id"]: r["label"] for r in v2 if zone(r["formality"], r["warmth"])}
     assert set(record) == set(in_zone)
     assert all(record[k]["label"] == label for k, label in in_zone.items())
     # each label is a rater's: a split keeps the old label only where one of the raters gave it
