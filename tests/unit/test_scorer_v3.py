@@ -31,11 +31,17 @@ def test_the_v3_corpus_joins_as_sets_of_rewrites():
     base = load_corpus(Settings().data_dir / "style")
     rows = load_corpus(Settings().data_dir / "style", v3=True)
     v3 = [r for r in rows if r["corpus"] == "v3"]
-    assert len(rows) == len(base) + len(v3) and len(v3) == 4200
+    groups = [r for r in v3 if r["register"] != "bot_answer"]  # minimal-pair groups; bot answers: one set a question
+    assert len(rows) == len(base) + len(v3) and len(groups) == 4500
     sets: dict[str, list[dict]] = {}
-    for r in v3:
+    for r in groups:
         sets.setdefault(r["set"], []).append(r)
-    assert len(sets) == 420 and all(len(s) == 10 for s in sets.values())
+    assert len(sets) == 450 and all(len(s) == 10 for s in sets.values())
+    answers: dict[str, list[dict]] = {}
+    for r in v3:
+        if r["register"] == "bot_answer":
+            answers.setdefault(r["set"], []).append(r)
+    assert answers and all(len({r["voice"] for r in s}) == len(s) <= 4 for s in answers.values())
     assert {r["register"] for r in v3} >= {"sms", "tutoring", "application"}
     assert all(r["label"] in LABELS and 0 <= r["formality"] <= 1 for r in v3)
     assert len({r["id"] for r in rows if "id" in r}) == len([r for r in rows if "id" in r])  # ids stay unique
@@ -102,7 +108,8 @@ def test_the_card_states_where_v3_loses(tmp_path):
     card = (tmp_path / "card.md").read_text()
     assert "v2 against v3 on registers the encoder never saw" in card and "0.500 → tuned **0.750**" in card
     assert "Where v3 is worse than v2: r2 formality (vs v2)" in card and "| **no** |" in card
-    assert "not the default.** Scorer checks **not passed**: it does not beat v2 on formality" in card
+    status = "the default scorer" if Settings.model_fields["scorer"].default == "v3" else "not the default"
+    assert f"{status}.** Scorer checks **not passed**: it does not beat v2 on formality" in card
     good = {**metrics, "held_out": {**held, "v3_better": dict.fromkeys(held["v3_better"], True)}}
     assert verdict(good) == (True, "it beats v2 on every dimension and keeps every invariance")
     broken = {"order id": {"max": 0.06, "mean": 0.01, "violations": 1, "n": 12}}
