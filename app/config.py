@@ -73,9 +73,9 @@ class Settings(BaseSettings):
         "(left to the event loop and the scorer), every core for prefills and from 8 running rows.",
     )
     scorer: Literal["v2", "v3"] = Field(
-        "v2",
-        description="Tone scorer version: v2 (heads on the frozen MiniLM, models/style) | v3 (MiniLM tuned for style, "
-        "models/style-v3; docs in its MODEL_CARD.md).",
+        "v3",
+        description="Tone scorer version: v3 (MiniLM tuned for style, models/style-v3; docs in its MODEL_CARD.md) | "
+        "v2 (heads on the frozen MiniLM, models/style; kept for one release).",
     )
     scorer_device: str = Field(
         "auto",

