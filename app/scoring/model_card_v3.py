@@ -56,7 +56,7 @@ raised to the smallest of 50 / 100 / 150 / 200 / 400 that keeps the metamorphic 
 the tuned encoder moves an inserted amount clause more than the frozen one), so the suite below has been used to
 pick that one number, as it was for v2. The "v2 / v3" columns below use v3's head recipe on both encoders (the
 difference is the encoder); "v2 as shipped" is v2's own recipe (32 dimensions, weight 50) on the frozen encoder,
-fitted on the same rows, and v3 has to beat both.
+fitted on the same rows with the same row weights, and v3 has to beat both.
 """
 
 LIMITS = """
