@@ -7,15 +7,19 @@ import json
 import re
 from pathlib import Path
 
+from app.config import Settings
+from app.evaluation.report import load_prompts
+from app.evaluation.report_run import user_text
 from app.scoring.labels import DIMENSIONS, LABELS
+from bench.rated_answers import RATED
 
-DATA = Path(__file__).resolve().parents[2] / "data"
+DATA = Settings().data_dir
 FOLDER = DATA / "style" / "v3" / "bot_answers"
 MODELS = {"base", "support-friendly", "support-formal", "support-robotic"}
 
 
 def _questions(path: Path) -> list[str]:
-    return [json.loads(line)["messages"][0]["content"] for line in path.read_text().splitlines() if line.strip()]
+    return [user_text(prompt) for prompt in load_prompts(path)]
 
 
 def _words(text: str) -> set[str]:
@@ -38,7 +42,7 @@ def test_every_row_is_graded_and_answers_one_of_the_questions():
 
 def test_no_question_is_near_one_of_the_rated_sets():
     rated = _questions(DATA / "support" / "heldout_questions.jsonl")
-    rated += _questions(DATA / "rated" / "validation_questions.jsonl")
+    rated += _questions(RATED / "validation_questions.jsonl")
     for q in _questions(FOLDER / "questions.jsonl"):
         overlap = max(len(_words(q) & _words(o)) / len(_words(q) | _words(o)) for o in rated)
         assert overlap < 0.4, q
